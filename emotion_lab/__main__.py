@@ -1,0 +1,3 @@
+from emotion_lab.cli import main
+
+main()

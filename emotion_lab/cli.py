@@ -1,0 +1,73 @@
+"""Hydra entry point: compose and validate the config, run the job, report errors in one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_lab.config import Config, register_schemas
+from emotion_lab.errors import UserError
+from emotion_lab.sweep import RESULT_FILE, read_sweep_file
+
+log = logging.getLogger("emotion_lab")
+
+register_schemas()
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+
+
+def _report(error: BaseException, debug: bool) -> str:
+    message = str(error).strip() or type(error).__name__
+    if not isinstance(error, UserError):
+        message = f"{type(error).__name__}: {message.splitlines()[0]}"
+        if not debug:
+            message += " (run with debug=true for the traceback)"
+    if debug:
+        traceback.print_exception(error)
+    print(f"emotion_lab: error: {message}", file=sys.stderr, flush=True)
+    return message
+
+
+# An absolute path: Hydra would otherwise resolve it as a Python package under `python -m`.
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(dcfg: DictConfig) -> dict[str, Any]:
+    from emotion_lab.experiment import JobContext, run_experiment
+
+    _quiet_libraries()
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    output_dir = Path(hc.runtime.output_dir)
+    job = JobContext(output_dir=output_dir, overrides=list(hc.overrides.task))
+    if multirun:
+        sweep = read_sweep_file(Path(hc.sweep.dir))
+        job.sweep_id, job.parent_run_id = sweep["sweep_id"], sweep.get("parent_run_id")
+        job.job_num = hc.job.num
+    result: dict[str, Any] = {"overrides": job.overrides, "job_num": job.job_num}
+    try:
+        cfg: Config = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
+        resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
+        result |= {"status": "FINISHED", "metrics": run_experiment(cfg, job, resolved)}
+    except Exception as e:
+        result |= {"status": "FAILED", "error": _report(e, bool(dcfg.get("debug", False)))}
+    (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    if result["status"] == "FAILED" and not multirun:
+        raise SystemExit(1)
+    return result

@@ -1,0 +1,169 @@
+"""Typed schema for the Hydra config tree.
+
+Hydra validates every composed config against these dataclasses, so a typo'd key or a wrong
+type fails at composition time, naming the key. Range checks live in ``__post_init__`` and run
+when the entry point turns the DictConfig into these objects with ``OmegaConf.to_object``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from emotion_lab.errors import ConfigError
+
+
+class Init(str, Enum):
+    scratch = "scratch"
+    pretrained = "pretrained"
+
+
+def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not valid: expected {expected}.")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "distilgpt2"
+    # Tokenizer id or dir; None means the model's own.
+    tokenizer: str | None = None
+    # Architecture overrides applied to the model config (e.g. a tiny GPT-2 for fast runs).
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        _require(self.max_length > 0, "model.max_length", self.max_length, "a positive int")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.9
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        names = ("adamw", "adam", "sgd")
+        _require(self.name in names, "optimizer.name", self.name, f"one of {names}")
+        _require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, ">= 0")
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "optimizer.betas",
+            self.betas,
+            "two numbers in [0, 1)",
+        )
+
+
+@dataclass
+class DataConfig:
+    path: str = "dair-ai/emotion"
+    # Dataset configuration name on the hub (dair-ai/emotion has "split" and "unsplit").
+    name: str | None = "split"
+    text_column: str = "text"
+    label_column: str = "label"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    test_split: str = "test"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, f"data.{key}", value, "null or a positive int")
+        _require(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    grad_accum_steps: int = 1
+    max_grad_norm: float = 1.0
+    warmup_ratio: float = 0.1
+    scheduler: str = "linear"
+    # auto: bf16 where the hardware has it (CUDA bf16, CPU with AMX/AVX512-BF16), else fp32.
+    mixed_precision: str = "auto"
+    # Stop after this many epochs without improvement of `monitor`; 0 disables.
+    early_stopping_patience: int = 2
+    monitor: str = "val_accuracy"
+    log_every_n_steps: int = 20
+    group_by_length: bool = True
+    cpu: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.epochs > 0, "trainer.epochs", self.epochs, "a positive int")
+        _require(self.batch_size > 0, "trainer.batch_size", self.batch_size, "a positive int")
+        _require(self.eval_batch_size > 0, "trainer.eval_batch_size", self.eval_batch_size, "> 0")
+        _require(
+            self.grad_accum_steps > 0, "trainer.grad_accum_steps", self.grad_accum_steps, "> 0"
+        )
+        _require(self.max_grad_norm >= 0, "trainer.max_grad_norm", self.max_grad_norm, ">= 0")
+        _require(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "[0, 1)")
+        schedulers = ("linear", "cosine", "constant")
+        _require(self.scheduler in schedulers, "trainer.scheduler", self.scheduler, str(schedulers))
+        precisions = ("auto", "no", "bf16", "fp16")
+        _require(
+            self.mixed_precision in precisions,
+            "trainer.mixed_precision",
+            self.mixed_precision,
+            f"one of {precisions}",
+        )
+        monitors = ("val_accuracy", "val_macro_f1", "val_loss")
+        _require(self.monitor in monitors, "trainer.monitor", self.monitor, f"one of {monitors}")
+        _require(
+            self.early_stopping_patience >= 0,
+            "trainer.early_stopping_patience",
+            self.early_stopping_patience,
+            ">= 0",
+        )
+        _require(
+            self.log_every_n_steps > 0, "trainer.log_every_n_steps", self.log_every_n_steps, "> 0"
+        )
+
+
+@dataclass
+class TrackingConfig:
+    # MLflow tracking URI; the default is an sqlite store under paths.outputs.
+    uri: str = "sqlite:///outputs/mlflow.db"
+    experiment: str = "emotion_lab"
+    # Where new experiments keep artifacts; null = next to the sqlite store, or the server's.
+    artifact_location: str | None = None
+    log_model: bool = True
+
+
+@dataclass
+class PathsConfig:
+    outputs: str = "outputs"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    init: Init = Init.pretrained
+    lr: float = 5e-5
+    seed: int = 42
+    # Show full tracebacks instead of one-line errors.
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "lr", self.lr, "a positive float")
+
+
+def register_schemas() -> None:
+    """Register the schema so config.yaml can extend it (``defaults: [schema, ...]``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)

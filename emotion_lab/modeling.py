@@ -1,0 +1,133 @@
+"""Tokenizer and classifier construction, from scratch or from pretrained weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import snapshot_download
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from emotion_lab.config import Init, ModelConfig
+from emotion_lab.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+_OFFLINE_HINT = (
+    "If the Hugging Face Hub is unreachable, download it where you have network "
+    "(it lands in HF_HUB_CACHE), run with HF_HUB_OFFLINE=1, or set model.name_or_path to a "
+    "local directory holding config.json, the tokenizer files and model.safetensors."
+)
+
+
+def _hub_call(what: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load the {what} of {name!r}: {first} {_OFFLINE_HINT}") from e
+
+
+_PROBE = "i feel happy today"
+
+
+def _from_vocab_files(name: str) -> PreTrainedTokenizerBase | None:
+    """Rebuild a tokenizer from its vocabulary files (vocab.json + merges.txt, vocab.txt, ...),
+    ignoring a tokenizer.json that encodes text to nothing."""
+    local = Path(name).expanduser()
+    if not local.is_dir():
+        patterns = ["*.json", "*.txt", "*.model"]
+        try:
+            local = Path(snapshot_download(name, allow_patterns=patterns))
+        except Exception:
+            return None
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in local.iterdir():
+            if f.name != "tokenizer.json":
+                os.symlink(f.resolve(), Path(tmp) / f.name)
+        try:
+            return AutoTokenizer.from_pretrained(tmp)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """Load the tokenizer; GPT-2 style tokenizers get pad = eos, padded on the right."""
+    name = cfg.tokenizer or cfg.name_or_path
+    tokenizer = _hub_call("tokenizer", name, AutoTokenizer.from_pretrained, name)
+    if not tokenizer(_PROBE)["input_ids"]:
+        # Seen with a distilgpt2 cache whose tokenizer.json has an empty vocabulary.
+        log.warning("The tokenizer.json of %s is empty; rebuilding from its vocab files.", name)
+        tokenizer = _from_vocab_files(name)
+        if tokenizer is None or not tokenizer(_PROBE)["input_ids"]:
+            raise ModelError(
+                f"the tokenizer of {name!r} encodes text to no tokens (its tokenizer.json is "
+                "empty) and could not be rebuilt from vocabulary files. Re-download it, or set "
+                "model.tokenizer to a working tokenizer."
+            )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # The classifier pools the last non-pad token, which right padding keeps simple.
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def build_config(
+    cfg: ModelConfig, label_names: list[str], tokenizer: PreTrainedTokenizerBase
+) -> PretrainedConfig:
+    config = _hub_call("config", cfg.name_or_path, AutoConfig.from_pretrained, cfg.name_or_path)
+    for key, value in cfg.config_overrides.items():
+        if not hasattr(config, key):
+            raise ModelError(
+                f"model.config_overrides.{key}: {type(config).__name__} has no such field."
+            )
+        setattr(config, key, value)
+    config.num_labels = len(label_names)
+    config.id2label = dict(enumerate(label_names))
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    config.pad_token_id = tokenizer.pad_token_id
+    return config
+
+
+def build_model(
+    cfg: ModelConfig,
+    init: Init,
+    label_names: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    attn_implementation: str = "sdpa",
+) -> PreTrainedModel:
+    """``scratch``: fresh weights from the config; ``pretrained``: load the checkpoint's weights.
+
+    SDPA is the fast path for training; pass ``eager`` only when attention weights are needed.
+    """
+    config = build_config(cfg, label_names, tokenizer)
+    if init is Init.scratch:
+        return AutoModelForSequenceClassification.from_config(
+            config, attn_implementation=attn_implementation
+        )
+    if cfg.config_overrides:
+        raise ModelError(
+            "model.config_overrides change the architecture, so pretrained weights cannot be "
+            "loaded into it. Use init=scratch, or point model.name_or_path at a checkpoint of "
+            "that shape."
+        )
+    model = _hub_call(
+        "pretrained weights",
+        cfg.name_or_path,
+        AutoModelForSequenceClassification.from_pretrained,
+        cfg.name_or_path,
+        config=config,
+        attn_implementation=attn_implementation,
+    )
+    log.info("Loaded pretrained weights of %s; the classification head is new.", cfg.name_or_path)
+    return model

@@ -1,0 +1,36 @@
+"""Optimizer and learning-rate schedule from the optimizer/trainer config groups."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+from emotion_lab.config import OptimizerConfig
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
+    """No weight decay on biases and norm weights (1-d tensors), as is standard for transformers."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warmup, then linear/cosine decay to zero (or constant)."""
+    schedule = "constant_with_warmup" if name == "constant" else name
+    return get_scheduler(
+        schedule,
+        optimizer,
+        num_warmup_steps=round(warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
