@@ -66,7 +66,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     """Train and test one configuration; returns the final metrics."""
     accelerator = make_accelerator(cfg.trainer)
     experiment_id = tracking.setup(cfg.tracking) if accelerator.is_main_process else None
-    tags = {"init": cfg.init.value, "model": cfg.model.name_or_path}
+    tags = {tracking.ROLE_TAG: "job", "init": cfg.init.value, "model": cfg.model.name_or_path}
     if job.sweep_id:
         tags |= {tracking.SWEEP_TAG: job.sweep_id, "job_num": str(job.job_num)}
         tags["overrides"] = " ".join(job.overrides)[:5000]

@@ -128,6 +128,8 @@ def build_model(
         cfg.name_or_path,
         config=config,
         attn_implementation=attn_implementation,
+        # A checkpoint fine-tuned on another label set gets a fresh head of the right size.
+        ignore_mismatched_sizes=True,
     )
     log.info("Loaded pretrained weights of %s; the classification head is new.", cfg.name_or_path)
     return model

@@ -1,0 +1,78 @@
+"""Offline test setup: the hub cache and the emotion data come from ../shared (or $EMOTION_LAB_SHARED)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EMOTION_LAB_SHARED", REPO.parent / "shared")).resolve()
+EMOTION = SHARED / "data" / "emotion"
+
+if not (SHARED / "hf-hub").is_dir() or not EMOTION.is_dir():
+    raise pytest.UsageError(
+        f"test data not found at {SHARED}: put the shared folder beside the repo "
+        "or set EMOTION_LAB_SHARED"
+    )
+
+# Offline, before transformers/datasets/huggingface_hub are imported anywhere.
+os.environ.update(
+    HF_HUB_CACHE=str(SHARED / "hf-hub"),
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    TOKENIZERS_PARALLELISM="false",
+    MLFLOW_ENABLE_ASYNC_LOGGING="false",
+)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m emotion_lab`` as a user would, in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "emotion_lab", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+
+
+def tracking_uri(cwd: Path) -> str:
+    return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"
+
+
+SMALL_DATA = [
+    f"data.path={EMOTION}",
+    "data.max_train_samples=96",
+    "data.max_eval_samples=48",
+    "trainer.epochs=1",
+    "trainer.batch_size=16",
+    "trainer.log_every_n_steps=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, tiny GPT-2 checkpoint on disk (distilgpt2's tokenizer), for the pretrained path."""
+    from transformers import AutoConfig, GPT2LMHeadModel
+
+    from emotion_lab.config import ModelConfig
+    from emotion_lab.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelConfig())
+    config = AutoConfig.from_pretrained("distilgpt2", n_layer=2, n_head=2, n_embd=32)
+    model = GPT2LMHeadModel(config)  # a language model without a classification head
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
