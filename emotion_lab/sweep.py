@@ -30,19 +30,26 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(results, key=lambda r: r.get("job_num") or 0)
 
 
+def swept_overrides(results: list[dict[str, Any]]) -> list[list[str]]:
+    """Each job's overrides, less those every job shares: what the sweep varied."""
+    common = set.intersection(*(set(r.get("overrides", [])) for r in results)) if results else set()
+    return [[o for o in r.get("overrides", []) if o not in common] for r in results]
+
+
 def summary_table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| job | overrides | status | test_accuracy | test_macro_f1 | best_epoch |",
-        "|---|---|---|---|---|---|",
+        "| job | swept | status | test_accuracy | test_macro_f1 | best_epoch | error |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for r, swept in zip(results, swept_overrides(results), strict=True):
         m = r.get("metrics") or {}
-        acc = f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else r.get("error", "")
-        f1 = f"{m['test_macro_f1']:.4f}" if "test_macro_f1" in m else ""
-        epoch = f"{m['best_epoch']:.0f}" if "best_epoch" in m else ""
+        cells = [f"{m[k]:.4f}" if k in m else "" for k in ("test_accuracy", "test_macro_f1")] + [
+            f"{m['best_epoch']:.0f}" if "best_epoch" in m else ""
+        ]
         lines.append(
-            f"| {r.get('job_num')} | {' '.join(r.get('overrides', []))} | {r.get('status')} "
-            f"| {acc} | {f1} | {epoch} |"
+            f"| {r.get('job_num')} | {' '.join(swept)} | {r.get('status')} | "
+            + " | ".join(cells)
+            + f" | {r.get('error', '')} |"
         )
     return "\n".join(lines)
 

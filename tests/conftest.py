@@ -1,4 +1,4 @@
-"""Offline test setup: the hub cache and the emotion data come from ../shared (or $EMOTION_LAB_SHARED)."""
+"""Offline test setup: hub cache and emotion data from ../shared (or $EMOTION_LAB_SHARED)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=os.environ.copy(),
+        # This checkout's package, whichever one is installed.
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 

@@ -1,4 +1,4 @@
-"""End to end, as a user runs it: ``python -m emotion_lab`` in a subprocess, then MLflow read back."""
+"""End to end as a user runs it: `python -m emotion_lab` in a subprocess, MLflow read back."""
 
 from __future__ import annotations
 
@@ -47,7 +47,12 @@ def test_sweep_logs_four_comparable_runs(sweep: Path):
     assert len(runs) == 4
     assert {r.info.status for r in runs} == {"FINISHED"}
     combos = {(r.data.params["init"], float(r.data.params["lr"])) for r in runs}
-    assert combos == {("scratch", 1e-5), ("scratch", 5e-5), ("pretrained", 1e-5), ("pretrained", 5e-5)}
+    assert combos == {
+        ("scratch", 1e-5),
+        ("scratch", 5e-5),
+        ("pretrained", 1e-5),
+        ("pretrained", 5e-5),
+    }
     assert len({r.data.tags["sweep_id"] for r in runs}) == 1
     for r in runs:
         init, lr = r.data.params["init"], float(r.data.params["lr"])
@@ -56,8 +61,15 @@ def test_sweep_logs_four_comparable_runs(sweep: Path):
         assert r.data.params["model.name_or_path"].endswith("tiny-gpt20")
         assert r.data.params["data.max_train_samples"] == "96"
         assert r.data.params["optimizer.betas"] == "[0.9, 0.999]"
-        for key in ("val_accuracy", "val_macro_f1", "val_loss", "test_accuracy", "test_macro_f1",
-                    "best_epoch", "train_samples_per_s"):
+        for key in (
+            "val_accuracy",
+            "val_macro_f1",
+            "val_loss",
+            "test_accuracy",
+            "test_macro_f1",
+            "best_epoch",
+            "train_samples_per_s",
+        ):
             assert key in r.data.metrics, key
         assert 0 <= r.data.metrics["test_accuracy"] <= 1
 
@@ -76,8 +88,11 @@ def test_sweep_runs_are_grouped_under_a_parent_run(sweep: Path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = _runs(sweep, f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert len(children) == 4
-    summary = download_artifacts(run_id=parents[0].info.run_id, artifact_path="sweep_summary.md",
-                                 tracking_uri=tracking_uri(sweep))
+    summary = download_artifacts(
+        run_id=parents[0].info.run_id,
+        artifact_path="sweep_summary.md",
+        tracking_uri=tracking_uri(sweep),
+    )
     assert Path(summary).read_text().count("| FINISHED |") == 4
 
 
@@ -85,16 +100,25 @@ def test_sweep_artifacts_and_loadable_model(sweep: Path):
     client = MlflowClient(tracking_uri(sweep))
     run = _runs(sweep, "params.init = 'pretrained' and params.lr = '5e-05'")[0]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "confusion_matrix.png", "classification_report.txt",
-            "classification_report.json", "model"} <= names
-    png = download_artifacts(run_id=run.info.run_id, artifact_path="confusion_matrix.png",
-                             tracking_uri=tracking_uri(sweep))
+    assert {
+        "config.yaml",
+        "confusion_matrix.png",
+        "classification_report.txt",
+        "classification_report.json",
+        "model",
+    } <= names
+    png = download_artifacts(
+        run_id=run.info.run_id,
+        artifact_path="confusion_matrix.png",
+        tracking_uri=tracking_uri(sweep),
+    )
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list(sweep.glob("outputs/multirun/*/*/confusion_matrix.png"))) == 4
 
     # The logged best model reproduces the logged test accuracy.
-    model_dir = download_artifacts(run_id=run.info.run_id, artifact_path="model",
-                                   tracking_uri=tracking_uri(sweep))
+    model_dir = download_artifacts(
+        run_id=run.info.run_id, artifact_path="model", tracking_uri=tracking_uri(sweep)
+    )
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     test = load_raw(DataConfig(path=str(EMOTION)))["test"].select(range(48))
@@ -126,7 +150,9 @@ def test_minilm_pretrained_run_on_real_weights(tmp_path: Path):
     ],
 )
 def test_failures_are_one_line_and_leave_no_running_run(tmp_path: Path, overrides, message):
-    data = [o for o in SMALL_DATA if not (o.startswith("data.path") and "data.path" in overrides[0])]
+    data = [
+        o for o in SMALL_DATA if not (o.startswith("data.path") and "data.path" in overrides[0])
+    ]
     proc = run_cli([*data, *overrides], tmp_path)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

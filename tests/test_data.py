@@ -35,8 +35,9 @@ def test_label_names_come_from_the_classlabel(splits):
 
 
 def test_batches_are_padded_to_their_longest_text_not_to_128(splits, tokenizer):
-    train, val, _, _ = make_loaders(splits, tokenizer, 32, 64, seed=0, group_by_length=True,
-                                    num_workers=0)
+    train, val, _, _ = make_loaders(
+        splits, tokenizer, 32, 64, seed=0, group_by_length=True, num_workers=0
+    )
     for batch in list(train) + list(val):
         lengths = batch["attention_mask"].sum(1)
         assert batch["input_ids"].shape[1] == lengths.max()

@@ -41,8 +41,11 @@ def test_padding_does_not_change_gpt2_predictions():
     model = build_model(cfg, Init.scratch, LABELS, tok).eval()
     short = "i feel happy"
     alone = model(**tok([short], return_tensors="pt")).logits
-    batch = tok([short, "a much longer text that forces padding on the short one"],
-                return_tensors="pt", padding=True)
+    batch = tok(
+        [short, "a much longer text that forces padding on the short one"],
+        return_tensors="pt",
+        padding=True,
+    )
     assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1]
     padded = model(**batch).logits[:1]
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,31 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+# The CPU build of torch; set EMOTION_LAB_TORCH to another spec (e.g. "torch") for a CUDA build.
+TORCH = "torch==2.13.0"
+
+
+def _install(session: nox.Session) -> None:
+    import os
+
+    session.install(os.environ.get("EMOTION_LAB_TORCH", TORCH))
+    session.install("-e", ".[dev]")
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    _install(session)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6,<1")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
