@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -29,11 +30,18 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    for name in ("accelerate", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _report(error: BaseException, debug: bool) -> str:
     message = str(error).strip() or type(error).__name__
-    if not isinstance(error, UserError):
+    if isinstance(error, torch.OutOfMemoryError):
+        message = (
+            "out of memory: lower trainer.batch_size (keep the effective batch with "
+            "trainer.grad_accum_steps) or trainer.eval_batch_size"
+        )
+    elif not isinstance(error, UserError):
         message = f"{type(error).__name__}: {message.splitlines()[0]}"
         if not debug:
             message += " (run with debug=true for the traceback)"

@@ -98,6 +98,9 @@ class TrainerConfig:
     log_every_n_steps: int = 20
     group_by_length: bool = True
     cpu: bool = False
+    # Checkpoints (for resume=true) at epoch ends and every N optimizer steps (0 = epoch ends).
+    checkpointing: bool = True
+    checkpoint_every_n_steps: int = 200
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "trainer.epochs", self.epochs, "a positive int")
@@ -156,6 +159,8 @@ class Config:
     init: Init = Init.pretrained
     lr: float = 5e-5
     seed: int = 42
+    # Continue this job's interrupted MLflow run from its last checkpoint; skip it if finished.
+    resume: bool = False
     # Show full tracebacks instead of one-line errors.
     debug: bool = False
 

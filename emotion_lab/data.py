@@ -30,6 +30,8 @@ class TokenizedSplits:
     test: datasets.Dataset
     label_names: list[str]
     train_lengths: list[int]
+    # Rows dropped per split because their text was empty or not a string.
+    skipped: dict[str, int]
 
 
 def _looks_local(path: str) -> bool:
@@ -90,6 +92,26 @@ def _subset(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
     return ds if n is None or n >= len(ds) else ds.select(range(n))
 
 
+def _check_labels(ds: datasets.Dataset, split: str, column: str, num_labels: int) -> None:
+    labels = ds.with_format("numpy")[:][column]
+    bad = (labels < 0) | (labels >= num_labels)
+    if bad.any():
+        raise DataError(
+            f"split {split!r}: {int(bad.sum())} rows have labels outside 0..{num_labels - 1} "
+            f"(e.g. {int(labels[bad][0])}) in column {column!r}; fix or drop them."
+        )
+
+
+def _drop_bad_texts(ds: datasets.Dataset, column: str) -> datasets.Dataset:
+    """Empty or non-string texts carry no signal: they are dropped and counted, not refused."""
+    return ds.filter(
+        lambda texts: [isinstance(t, str) and bool(t.strip()) for t in texts],
+        batched=True,
+        input_columns=column,
+        desc="Dropping empty texts",
+    )
+
+
 def tokenize_splits(
     cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> TokenizedSplits:
@@ -106,8 +128,20 @@ def tokenize_splits(
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
+    skipped: dict[str, int] = {}
+
     def encode_split(split: str, limit: int | None) -> datasets.Dataset:
         ds = _subset(raw[split], limit)
+        _check_labels(ds, split, cfg.label_column, len(label_names))
+        kept = _drop_bad_texts(ds, cfg.text_column)
+        skipped[split] = len(ds) - len(kept)
+        if skipped[split]:
+            log.warning(
+                "Skipped %d rows of %r with empty or non-string text.", skipped[split], split
+            )
+        if len(kept) == 0:
+            raise DataError(f"split {split!r} of data.path={cfg.path} has no non-empty texts.")
+        ds = kept
         return ds.map(
             encode,
             batched=True,
@@ -126,6 +160,7 @@ def tokenize_splits(
         test=test.sort("length").remove_columns("length"),
         label_names=label_names,
         train_lengths=train_lengths,
+        skipped=skipped,
     )
 
 

@@ -19,3 +19,7 @@ class ModelError(UserError):
 
 class TrackingError(UserError):
     pass
+
+
+class TrainingDiverged(UserError):
+    pass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 import tempfile
 import time
@@ -14,9 +17,11 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
+from mlflow.entities import Run
 
 from emotion_lab import tracking
+from emotion_lab.checkpoint import Checkpointer, TrainState
 from emotion_lab.config import Config, TrainerConfig
 from emotion_lab.data import make_loaders, tokenize_splits
 from emotion_lab.modeling import build_model, load_tokenizer
@@ -24,6 +29,8 @@ from emotion_lab.optim import build_optimizer, build_scheduler
 from emotion_lab.plots import confusion_matrix_figure
 from emotion_lab.tracking import RunLogger
 from emotion_lab.train import evaluate, fit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,24 +69,68 @@ def make_accelerator(cfg: TrainerConfig) -> Accelerator:
     )
 
 
+# Keys that do not change what a job computes, so they do not change its identity.
+_NOT_JOB_IDENTITY = ("resume", "debug", "paths", "tracking")
+
+
+def job_key(resolved: dict[str, Any]) -> str:
+    identity = {k: v for k, v in resolved.items() if k not in _NOT_JOB_IDENTITY}
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _final_metrics(run: Run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", "best_"))}
+
+
 def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> dict[str, float]:
-    """Train and test one configuration; returns the final metrics."""
+    """Train and test one configuration; returns the final metrics.
+
+    With ``resume=true`` the job's newest MLflow run (same config) is continued from its last
+    checkpoint, or skipped if it finished.
+    """
     accelerator = make_accelerator(cfg.trainer)
-    experiment_id = tracking.setup(cfg.tracking) if accelerator.is_main_process else None
-    tags = {tracking.ROLE_TAG: "job", "init": cfg.init.value, "model": cfg.model.name_or_path}
+    key = job_key(resolved)
+    experiment_id, previous = None, None
+    if accelerator.is_main_process:
+        experiment_id = tracking.setup(cfg.tracking)
+        if cfg.resume:
+            previous = tracking.find_job_run(experiment_id, key)
+    previous = broadcast_object_list([previous])[0]
+    if previous is not None and previous.info.status == "FINISHED":
+        log.info("Skipping: this job already finished in MLflow run %s.", previous.info.run_id)
+        return _final_metrics(previous)
+
+    tags = {
+        tracking.ROLE_TAG: "job",
+        tracking.JOB_KEY_TAG: key,
+        "init": cfg.init.value,
+        "model": cfg.model.name_or_path,
+    }
     if job.sweep_id:
         tags |= {tracking.SWEEP_TAG: job.sweep_id, "job_num": str(job.job_num)}
         tags["overrides"] = " ".join(job.overrides)[:5000]
     if job.parent_run_id:
         tags["mlflow.parentRunId"] = job.parent_run_id
     params = tracking.flatten(resolved)
-    with tracking.tracked_run(experiment_id, run_name(cfg), params, tags) as logger:
-        logger.text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
-        return _train_and_test(cfg, job, accelerator, logger)
+    with tracking.tracked_run(
+        experiment_id, run_name(cfg), params, tags, resume=previous
+    ) as logger:
+        run_id = broadcast_object_list([logger.run_id])[0]
+        ckpt_root = None
+        if cfg.trainer.checkpointing:
+            ckpt_root = (Path(cfg.paths.outputs) / "checkpoints" / run_id).resolve()
+            logger.tags({"checkpoint_dir": str(ckpt_root)})
+        if previous is None:
+            logger.text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
+        return _train_and_test(cfg, job, accelerator, logger, ckpt_root)
 
 
 def _train_and_test(
-    cfg: Config, job: JobContext, accelerator: Accelerator, logger: RunLogger
+    cfg: Config,
+    job: JobContext,
+    accelerator: Accelerator,
+    logger: RunLogger,
+    ckpt_root: Path | None,
 ) -> dict[str, float]:
     wall_start = time.perf_counter()
     tokenizer = load_tokenizer(cfg.model)
@@ -107,21 +158,31 @@ def _train_and_test(
         model, optimizer, train_loader, val_loader, test_loader, scheduler
     )
     label_names = splits.label_names
-    logger.params(
-        {
-            "num_labels": len(label_names),
-            "train_samples": len(splits.train),
-            "val_samples": len(splits.validation),
-            "test_samples": len(splits.test),
-            "num_parameters": sum(p.numel() for p in model.parameters()),
-            "precision": accelerator.mixed_precision,
-            "num_processes": accelerator.num_processes,
-            "device": accelerator.device.type,
-        }
-    )
+    ckpt = Checkpointer(accelerator, TrainState(), ckpt_root, cfg.trainer.checkpoint_every_n_steps)
+    if ckpt_root is not None:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+    if ckpt.restore():
+        state = ckpt.state
+        log.info(
+            "Resumed at epoch %d, batch %d (step %d).", state.epoch, state.batches_done, state.step
+        )
+    else:
+        logger.params(
+            {
+                "num_labels": len(label_names),
+                "train_samples": len(splits.train),
+                "val_samples": len(splits.validation),
+                "test_samples": len(splits.test),
+                "num_parameters": sum(p.numel() for p in model.parameters()),
+                "precision": accelerator.mixed_precision,
+                "num_processes": accelerator.num_processes,
+                "device": accelerator.device.type,
+                **{f"skipped_texts.{split}": n for split, n in splits.skipped.items()},
+            }
+        )
     logger.tags({"label_names": ",".join(label_names)})
 
-    result = fit(
+    best_weights = fit(
         accelerator,
         model,
         optimizer,
@@ -132,18 +193,20 @@ def _train_and_test(
         label_names,
         cfg.trainer,
         logger,
+        ckpt,
     )
-    accelerator.unwrap_model(model).load_state_dict(result.best_state)
+    state = ckpt.state
+    accelerator.unwrap_model(model).load_state_dict(best_weights)
     test = evaluate(accelerator, model, test_loader, label_names, desc="test")
     metrics = {
         **test.scalars("test"),
-        "best_epoch": result.best_epoch,
-        f"best_{cfg.trainer.monitor}": result.best_score,
-        "epochs_run": result.epochs_run,
-        "train_seconds": result.train_seconds,
+        "best_epoch": state.best_epoch,
+        f"best_{cfg.trainer.monitor}": float(state.best_score),
+        "epochs_run": len(state.history),
+        "train_seconds": state.train_seconds,
         "wall_seconds": time.perf_counter() - wall_start,
     }
-    logger.metrics(metrics, step=result.steps)
+    logger.metrics(metrics, step=state.step)
     logger.text(test.report, "classification_report.txt")
     logger.dict(test.report_dict, "classification_report.json")
     if accelerator.is_main_process:
@@ -151,7 +214,7 @@ def _train_and_test(
             test.confusion,
             label_names,
             f"{run_name(cfg)}: test accuracy {test.accuracy:.3f}, "
-            f"macro-F1 {test.macro_f1:.3f} (epoch {result.best_epoch})",
+            f"macro-F1 {test.macro_f1:.3f} (epoch {state.best_epoch})",
         )
         job.output_dir.mkdir(parents=True, exist_ok=True)
         fig.savefig(job.output_dir / "confusion_matrix.png", dpi=120)
@@ -163,4 +226,5 @@ def _train_and_test(
                 tokenizer.save_pretrained(tmp)
                 logger.directory(tmp, "model")
     accelerator.wait_for_everyone()
+    ckpt.remove()
     return metrics

@@ -17,7 +17,7 @@ from typing import Any
 import mlflow
 from filelock import FileLock
 from matplotlib.figure import Figure
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from emotion_lab.config import TrackingConfig
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 SWEEP_TAG = "sweep_id"
 ROLE_TAG = "emotion_lab.role"
+# Hash of the config that defines a job; reruns with resume=true find their run by it.
+JOB_KEY_TAG = "job_key"
 
 
 def resolve_uri(uri: str) -> str:
@@ -94,30 +96,46 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class RunLogger:
-    """Logs to the active MLflow run; a no-op on non-main processes (``run_id`` is None)."""
+    """Logs to one MLflow run; a no-op on non-main processes (``run_id`` is None).
 
-    def __init__(self, run_id: str | None) -> None:
+    Writes hold the store lock, so parallel jobs on one sqlite file never see "database is
+    locked". A resumed run skips (metric, step) pairs it already holds: replayed steps after a
+    checkpoint are not logged twice.
+    """
+
+    def __init__(self, run_id: str | None, logged: set[tuple[str, int]] | None = None) -> None:
         self.run_id = run_id
+        self.logged = logged or set()
+        self._client = MlflowClient() if run_id else None
 
-    def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
-        if self.run_id:
-            mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return store_lock(mlflow.get_tracking_uri())
+
+    def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
+        if not self.run_id:
+            return
+        fresh = {k: float(v) for k, v in values.items() if (k, step) not in self.logged}
+        if fresh:
+            with self._locked():
+                mlflow.log_metrics(fresh, step=step, run_id=self.run_id)
 
     def params(self, values: Mapping[str, Any]) -> None:
         if self.run_id:
-            mlflow.log_params(dict(values))
+            with self._locked():
+                mlflow.log_params(dict(values), run_id=self.run_id)
 
     def tags(self, values: Mapping[str, Any]) -> None:
         if self.run_id:
-            mlflow.set_tags(dict(values))
+            with self._locked():
+                mlflow.set_tags(dict(values))
 
     def text(self, text: str, path: str) -> None:
         if self.run_id:
-            mlflow.log_text(text, path)
+            mlflow.log_text(text, path, run_id=self.run_id)
 
     def dict(self, data: dict, path: str) -> None:
         if self.run_id:
-            mlflow.log_dict(data, path)
+            mlflow.log_dict(data, path, run_id=self.run_id)
 
     def figure(self, fig: Figure, path: str) -> None:
         if self.run_id:
@@ -125,7 +143,28 @@ class RunLogger:
 
     def directory(self, local_dir: str | Path, path: str) -> None:
         if self.run_id:
-            mlflow.log_artifacts(str(local_dir), path)
+            mlflow.log_artifacts(str(local_dir), path, run_id=self.run_id)
+
+
+def find_job_run(experiment_id: str, job_key: str) -> Run | None:
+    """The newest run of the same job (same ``job_key`` tag), if any."""
+    with store_lock(mlflow.get_tracking_uri()):
+        runs = MlflowClient().search_runs(
+            [experiment_id],
+            filter_string=f"tags.{JOB_KEY_TAG} = '{job_key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    return runs[0] if runs else None
+
+
+def _logged_steps(run: Run) -> set[tuple[str, int]]:
+    client = MlflowClient()
+    return {
+        (key, m.step)
+        for key in run.data.metrics
+        for m in client.get_metric_history(run.info.run_id, key)
+    }
 
 
 def one_line(error: BaseException) -> str:
@@ -139,21 +178,33 @@ def tracked_run(
     run_name: str,
     params: Mapping[str, Any],
     tags: Mapping[str, str],
+    resume: Run | None = None,
 ) -> Iterator[RunLogger]:
     """One MLflow run per job, always closed: FINISHED, FAILED (reason in tag ``error``) or KILLED.
 
-    With ``experiment_id=None`` (non-main processes) nothing is logged.
+    ``resume`` reopens that run instead: params are not logged again (MLflow forbids changing
+    them), and the tag ``resume_count`` counts the resumptions. With ``experiment_id=None``
+    (non-main processes) nothing is logged.
     """
     if experiment_id is None:
         yield RunLogger(None)
         return
-    uri = mlflow.get_tracking_uri()
-    with store_lock(uri):
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags))
+    with store_lock(mlflow.get_tracking_uri()):
+        if resume is None:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags))
+            logged: set[tuple[str, int]] = set()
+        else:
+            run = mlflow.start_run(run_id=resume.info.run_id)
+            count = int(resume.data.tags.get("resume_count", "0")) + 1
+            mlflow.set_tag("resume_count", str(count))
+            if "error" in resume.data.tags:
+                MlflowClient().delete_tag(run.info.run_id, "error")
+            logged = _logged_steps(resume)
     status = RunStatus.to_string(RunStatus.FAILED)
     try:
-        logger = RunLogger(run.info.run_id)
-        logger.params(params)
+        logger = RunLogger(run.info.run_id, logged)
+        if resume is None:
+            logger.params(params)
         yield logger
         status = RunStatus.to_string(RunStatus.FINISHED)
     except KeyboardInterrupt:
@@ -164,7 +215,8 @@ def tracked_run(
         mlflow.set_tag("error", f"{type(e).__name__}: {one_line(e)}"[:5000])
         raise
     finally:
-        mlflow.end_run(status)
+        with store_lock(mlflow.get_tracking_uri()):
+            mlflow.end_run(status)
 
 
 def create_sweep_run(experiment_id: str, sweep_id: str, tags: Mapping[str, str]) -> str:

@@ -1,31 +1,22 @@
 """The training loop: epochs of accumulated, clipped, mixed-precision steps, validation after
-each epoch, early stopping, and the best epoch's weights kept in memory."""
+each epoch, early stopping, checkpoints, and the best epoch's weights kept."""
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from emotion_lab.checkpoint import Checkpointer
 from emotion_lab.config import TrainerConfig
 from emotion_lab.data import LengthGroupedBatchSampler
+from emotion_lab.errors import TrainingDiverged
 from emotion_lab.metrics import EvalResult, evaluate_logits
 from emotion_lab.tracking import RunLogger
-
-
-@dataclass
-class FitResult:
-    best_epoch: int
-    best_score: float
-    best_state: dict[str, torch.Tensor]
-    epochs_run: int
-    steps: int
-    train_seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -72,20 +63,35 @@ def fit(
     label_names: list[str],
     cfg: TrainerConfig,
     logger: RunLogger,
-) -> FitResult:
-    step, best_epoch, best_score, best_state, stale = 0, 0, None, {}, 0
-    history: list[dict[str, float]] = []
-    train_seconds = 0.0
+    ckpt: Checkpointer,
+) -> dict[str, torch.Tensor]:
+    """Train until the last epoch or early stop; returns the best epoch's weights.
+
+    Progress lives in ``ckpt.state``, so a restored checkpoint continues mid-epoch.
+    """
+    state = ckpt.state
+    best_weights = ckpt.load_best()
     show = accelerator.is_local_main_process
-    for epoch in range(1, cfg.epochs + 1):
+    while not state.finished and state.epoch <= cfg.epochs:
+        epoch = state.epoch
         sampler.set_epoch(epoch)
         model.train()
+        loader = train_loader
+        if state.batches_done:
+            loader = accelerator.skip_first_batches(train_loader, state.batches_done)
         # Losses stay on the device; .item() only at logging intervals (no per-step host sync).
         window_loss = torch.zeros((), device=accelerator.device)
         epoch_loss = torch.zeros((), device=accelerator.device)
         window_n = epoch_n = samples = 0
         start = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not show)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="batch",
+            initial=state.batches_done,
+            total=len(train_loader),
+            disable=not show,
+        )
         for batch in bar:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
@@ -100,51 +106,63 @@ def fit(
             window_n += 1
             epoch_n += 1
             samples += batch["labels"].shape[0]
-            if accelerator.sync_gradients:
-                step += 1
-                if step % cfg.log_every_n_steps == 0:
-                    train_loss = accelerator.reduce(window_loss, "mean").item() / window_n
-                    logger.metrics(
-                        {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}, step
-                    )
-                    bar.set_postfix(loss=f"{train_loss:.4f}")
-                    window_loss.zero_()
-                    window_n = 0
+            state.batches_done += 1
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            if state.step % cfg.log_every_n_steps == 0:
+                train_loss = accelerator.reduce(window_loss, "mean").item() / window_n
+                _check_finite(train_loss, state.step, scheduler)
+                logger.metrics(
+                    {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}, state.step
+                )
+                bar.set_postfix(loss=f"{train_loss:.4f}")
+                window_loss.zero_()
+                window_n = 0
+            if ckpt.step_due():
+                state.train_seconds += time.perf_counter() - start
+                start = time.perf_counter()
+                ckpt.save()
         seconds = time.perf_counter() - start
-        train_seconds += seconds
+        state.train_seconds += seconds
 
+        epoch_train_loss = accelerator.reduce(epoch_loss, "mean").item() / max(epoch_n, 1)
+        _check_finite(epoch_train_loss, state.step, scheduler)
         val = evaluate(accelerator, model, val_loader, label_names, desc="validation")
         record = {
             "epoch": epoch,
-            "epoch_train_loss": accelerator.reduce(epoch_loss, "mean").item() / max(epoch_n, 1),
-            "train_samples_per_s": samples * accelerator.num_processes / seconds,
+            "epoch_train_loss": epoch_train_loss,
+            "train_samples_per_s": samples * accelerator.num_processes / max(seconds, 1e-9),
             **val.scalars("val"),
         }
-        history.append(record)
-        logger.metrics(record, step)
-        score = record[cfg.monitor]
+        state.history.append(record)
+        logger.metrics(record, state.step)
         if show:
             tqdm.write(
-                f"epoch {epoch}: train_loss {record['epoch_train_loss']:.4f}  "
-                f"val_loss {val.loss:.4f}  val_accuracy {val.accuracy:.4f}  "
-                f"val_macro_f1 {val.macro_f1:.4f}  ({record['train_samples_per_s']:.0f} samples/s)"
+                f"epoch {epoch}: train_loss {epoch_train_loss:.4f}  val_loss {val.loss:.4f}  "
+                f"val_accuracy {val.accuracy:.4f}  val_macro_f1 {val.macro_f1:.4f}  "
+                f"({record['train_samples_per_s']:.0f} samples/s)"
             )
-        if _improved(cfg.monitor, score, best_score):
-            best_epoch, best_score, stale = epoch, score, 0
-            state = accelerator.unwrap_model(model).state_dict()
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        if _improved(cfg.monitor, record[cfg.monitor], state.best_score):
+            state.best_epoch, state.best_score, state.stale = epoch, record[cfg.monitor], 0
+            weights = accelerator.unwrap_model(model).state_dict()
+            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+            ckpt.save_best(best_weights)
         else:
-            stale += 1
-            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
-                if show:
-                    tqdm.write(f"early stopping: no {cfg.monitor} gain in {stale} epochs")
-                break
-    return FitResult(
-        best_epoch=best_epoch,
-        best_score=float(best_score),
-        best_state=best_state,
-        epochs_run=len(history),
-        steps=step,
-        train_seconds=train_seconds,
-        history=history,
-    )
+            state.stale += 1
+        state.epoch, state.batches_done = epoch + 1, 0
+        patience = cfg.early_stopping_patience
+        if (patience and state.stale >= patience) or state.epoch > cfg.epochs:
+            state.finished = True
+            if show and state.epoch <= cfg.epochs:
+                tqdm.write(f"early stopping: no {cfg.monitor} gain in {state.stale} epochs")
+        ckpt.save()
+    return best_weights
+
+
+def _check_finite(loss: float, step: int, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training diverged: train loss is {loss} at step {step} "
+            f"(lr {scheduler.get_last_lr()[0]:.3g}). Lower lr, or keep trainer.max_grad_norm > 0."
+        )

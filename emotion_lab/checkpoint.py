@@ -1,0 +1,126 @@
+"""Atomic checkpoints of the whole training state, so an interrupted job resumes where it was.
+
+A checkpoint is Accelerate's ``save_state`` (model, optimizer, scheduler, RNG of every process)
+plus our ``TrainState`` (loop position, early-stopping memory). It is written to a temporary
+folder and renamed into place; ``latest`` is replaced atomically after that, so a kill at any
+moment leaves the previous checkpoint intact and ``latest`` pointing at a complete one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+LATEST = "latest"
+BEST = "best_model.pt"
+
+
+@dataclass
+class TrainState:
+    """Where the loop is, and what early stopping remembers."""
+
+    epoch: int = 1  # the epoch in progress, 1-based
+    batches_done: int = 0  # batches of that epoch already trained
+    step: int = 0  # optimizer steps so far
+    best_epoch: int = 0
+    best_score: float | None = None
+    stale: int = 0  # epochs since the last improvement
+    finished: bool = False  # training loop over (all epochs, or early stop)
+    train_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Checkpointer:
+    """Saves to ``root`` at epoch ends and every ``every_n_steps`` optimizer steps (0 = never).
+
+    With ``root=None`` nothing is written and the best weights stay in memory only.
+    """
+
+    def __init__(
+        self, accelerator: Accelerator, state: TrainState, root: Path | None, every_n_steps: int
+    ) -> None:
+        self.accelerator = accelerator
+        self.state = state
+        self.root = root
+        self.every_n_steps = every_n_steps
+        accelerator.register_for_checkpointing(state)
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def step_due(self) -> bool:
+        return self.enabled and self.every_n_steps > 0 and self.state.step % self.every_n_steps == 0
+
+    def save(self) -> None:
+        if self.root is None:
+            return
+        acc = self.accelerator
+        name = (
+            f"step-{self.state.step:08d}-epoch-{self.state.epoch}-batch-{self.state.batches_done}"
+        )
+        tmp = self.root / f".tmp-{name}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            final = self.root / name
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            _write_atomic(self.root / LATEST, name)
+            for old in self.root.glob("step-*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def latest(self) -> Path | None:
+        if self.root is None or not (self.root / LATEST).exists():
+            return None
+        path = self.root / (self.root / LATEST).read_text().strip()
+        return path if path.is_dir() else None
+
+    def restore(self) -> bool:
+        """Load the latest checkpoint into the prepared objects and ``state``, if there is one."""
+        path = self.latest()
+        if path is None:
+            return False
+        self.accelerator.load_state(str(path))
+        return True
+
+    def save_best(self, weights: dict[str, torch.Tensor]) -> None:
+        if self.root is None or not self.accelerator.is_main_process:
+            return
+        tmp = self.root / f".{BEST}.tmp"
+        torch.save(weights, tmp)
+        os.replace(tmp, self.root / BEST)
+
+    def load_best(self) -> dict[str, torch.Tensor]:
+        if self.root is None or not (self.root / BEST).exists():
+            return {}
+        return torch.load(self.root / BEST, map_location="cpu", weights_only=True)
+
+    def remove(self) -> None:
+        """Called once the run is finished and its model is in MLflow."""
+        if self.root is not None and self.accelerator.is_main_process:
+            shutil.rmtree(self.root, ignore_errors=True)
