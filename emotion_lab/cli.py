@@ -17,11 +17,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.config import Config, register_schemas
 from emotion_lab.errors import UserError
-from emotion_lab.sweep import RESULT_FILE, read_sweep_file
+from emotion_lab.launch import (
+    export_submitit_distributed_env,
+    is_main_launch_process,
+    register_resolvers,
+)
+from emotion_lab.sweep import RESULT_FILE, objective_value, read_sweep_file
 
 log = logging.getLogger("emotion_lab")
 
 register_schemas()
+register_resolvers()
 
 
 def _quiet_libraries() -> None:
@@ -48,9 +54,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(dcfg: DictConfig) -> dict[str, Any]:
+def main(dcfg: DictConfig) -> dict[str, Any] | float:
     from emotion_lab.experiment import JobContext, run_experiment
 
+    export_submitit_distributed_env()
     _quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -67,7 +74,10 @@ def main(dcfg: DictConfig) -> dict[str, Any]:
         result |= {"status": "FINISHED", "metrics": run_experiment(cfg, job, resolved)}
     except Exception as e:
         result |= {"status": "FAILED", "error": _report(e, bool(dcfg.get("debug", False)))}
-    (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    if is_main_launch_process():
+        (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
     if result["status"] == "FAILED" and not multirun:
         raise SystemExit(1)
-    return result
+    # A sweeper that optimises (Optuna) needs one number back; the result file keeps the rest.
+    objective = dcfg.get("objective")
+    return result if objective is None else objective_value(result, objective)
