@@ -61,13 +61,16 @@ def swept_overrides(results: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def summary_table(results: list[dict[str, Any]]) -> str:
+    # The validation score that picked each job's best epoch: what a search compares.
+    best = {k for r in results for k in r.get("metrics") or {} if k.startswith("best_val")}
+    scores = [*(best if len(best) == 1 else ()), "test_accuracy", "test_macro_f1"]
     lines = [
-        "| job | swept | status | test_accuracy | test_macro_f1 | best_epoch | error |",
-        "|---|---|---|---|---|---|---|",
+        f"| job | swept | status | {' | '.join(scores)} | best_epoch | error |",
+        "|---|---|---|" + "---|" * len(scores) + "---|---|",
     ]
     for r, swept in zip(results, swept_overrides(results), strict=True):
         m = r.get("metrics") or {}
-        cells = [f"{m[k]:.4f}" if k in m else "" for k in ("test_accuracy", "test_macro_f1")] + [
+        cells = [f"{m[k]:.4f}" if k in m else "" for k in scores] + [
             f"{m['best_epoch']:.0f}" if "best_epoch" in m else ""
         ]
         lines.append(
