@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,14 +52,21 @@ def accelerate_launch(args: list[str], cwd: Path, processes: int) -> subprocess.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
     launch += ["--num_processes", str(processes), "--num_machines", "1", "--main_process_port"]
     launch += ["0", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "emotion_lab"]
-    return subprocess.run(
+    proc = subprocess.Popen(
         [*launch, *args],
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True,  # a timeout stops the workers too, not just the launcher
     )
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +156,21 @@ def test_two_process_eval_equals_one_process_eval_of_the_same_weights(sweep: Pat
         assert val.accuracy == pytest.approx(logged["val_accuracy"], abs=1e-9)
         assert val.macro_f1 == pytest.approx(logged["val_macro_f1"], abs=1e-9)
         assert report["macro avg"]["f1-score"] == pytest.approx(test.macro_f1, abs=1e-9)
+
+
+def test_ranks_run_the_same_optuna_trials(tmp_path: Path):
+    """Each rank runs its own Optuna study; seeded, and told the same (gathered) scores, they
+    must propose identical trials, or the ranks would train different configs in lockstep."""
+    search = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3"]
+    search += ["hydra.sweeper.sampler.n_startup_trials=1"]  # trials 2 and 3 come from TPE
+    data = [o for o in DATA if not o.startswith("trainer.batch_size")]
+    proc = accelerate_launch([*search, "model=tiny_gpt2", "init=scratch", *data], tmp_path, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    launched: dict[str, list[str]] = {}
+    for num, overrides in re.findall(r"\t#(\d+) : (.*)", proc.stdout):
+        launched.setdefault(num, []).append(overrides)
+    assert sorted(launched) == ["0", "1", "2"]
+    for per_rank in launched.values():
+        assert len(per_rank) == 2 and per_rank[0] == per_rank[1]
+    jobs = [r for r in _job_runs(tmp_path) if r.data.tags["emotion_lab.role"] == "job"]
+    assert len(jobs) == 3 and {r.data.params["num_processes"] for r in jobs} == {"2"}
