@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -59,12 +58,15 @@ def accelerate_launch(args: list[str], cwd: Path, processes: int) -> subprocess.
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-        start_new_session=True,  # a timeout stops the workers too, not just the launcher
     )
     try:
         out, err = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.terminate()  # the launcher stops its workers on SIGTERM (not on SIGKILL)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -174,3 +176,18 @@ def test_ranks_run_the_same_optuna_trials(tmp_path: Path):
         assert len(per_rank) == 2 and per_rank[0] == per_rank[1]
     jobs = [r for r in _job_runs(tmp_path) if r.data.tags["emotion_lab.role"] == "job"]
     assert len(jobs) == 3 and {r.data.params["num_processes"] for r in jobs} == {"2"}
+
+
+def test_a_failed_job_stops_a_distributed_sweep(tmp_path: Path, tiny_checkpoint: Path):
+    """Ranks that run a sweep together stop at a failed job: had it failed on rank 0 alone
+    (MLflow), the other ranks would wait for it forever in the next job."""
+    data = [o for o in DATA if not o.startswith("data.path")]
+    sweep = ["-m", f"data.path=/no/such,{EMOTION}", f"model.name_or_path={tiny_checkpoint}"]
+    proc = accelerate_launch([*sweep, *data], tmp_path, processes=2)
+    assert proc.returncode != 0
+    assert "emotion_lab: error: data.path=/no/such: no such file or directory" in proc.stderr
+    runs = _job_runs(tmp_path)
+    (parent,) = [r for r in runs if r.data.tags["emotion_lab.role"] == "sweep"]
+    (job,) = [r for r in runs if r.data.tags["emotion_lab.role"] == "job"]
+    assert job.info.status == "FAILED" and job.data.params["data.path"] == "/no/such"
+    assert parent.info.status == "FAILED"  # closed on exit, though the sweep never ended
