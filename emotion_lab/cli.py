@@ -20,7 +20,7 @@ from emotion_lab.errors import UserError
 from emotion_lab.launch import (
     export_submitit_distributed_env,
     is_main_launch_process,
-    launch_world_size,
+    ranks_share_the_sweep,
     register_resolvers,
 )
 from emotion_lab.sweep import RESULT_FILE, objective_value, read_sweep_file
@@ -58,8 +58,6 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def main(dcfg: DictConfig) -> dict[str, Any] | float:
     from emotion_lab.experiment import JobContext, run_experiment
 
-    # torchrun / accelerate launch ranks run a whole sweep in lockstep (submitit's, one job).
-    lockstep = launch_world_size() > 1
     export_submitit_distributed_env()
     _quiet_libraries()
     hc = HydraConfig.get()
@@ -79,10 +77,10 @@ def main(dcfg: DictConfig) -> dict[str, Any] | float:
         result |= {"status": "FAILED", "error": _report(e, bool(dcfg.get("debug", False)))}
     if is_main_launch_process():
         (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
-    # Lockstep ranks cannot go on after a failed job: if it failed on some ranks only, or at a
+    # Ranks in lockstep cannot go on after a failed job: if it failed on some ranks only, or at a
     # different point (rank 0 alone talks to MLflow and reads the data first), they would wait
     # forever on each other. The launcher stops them all.
-    if result["status"] == "FAILED" and (not multirun or lockstep):
+    if result["status"] == "FAILED" and (not multirun or ranks_share_the_sweep()):
         raise SystemExit(1)
     # A sweeper that optimises (Optuna) needs one number back; the result file keeps the rest.
     objective = dcfg.get("objective")

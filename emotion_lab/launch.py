@@ -35,6 +35,12 @@ def is_main_launch_process() -> bool:
     return launch_rank() == 0
 
 
+def ranks_share_the_sweep() -> bool:
+    """torchrun / accelerate launch / mpirun ranks run a whole sweep together, job after job;
+    submitit starts fresh processes for each job."""
+    return launch_world_size() > 1 and "SUBMITIT_EXECUTOR" not in os.environ
+
+
 def launch_time(pattern: str) -> str:
     """Hydra's ``now``, but one value for every rank of a node in a distributed launch.
 
