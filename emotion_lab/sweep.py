@@ -121,14 +121,15 @@ class SweepCallback(Callback):
         atexit.register(self._close_abandoned, sweep_dir)
 
     def _close_abandoned(self, sweep_dir: Path) -> None:
-        """Hydra skips on_multirun_end when a launcher or sweeper raises (a cluster job killed
-        at its time limit, a search where no trial finished): don't leave the parent running."""
+        """Hydra skips on_multirun_end when the process exits mid-sweep (a cluster job killed at
+        its time limit, a search where no trial finished, a distributed sweep stopped at a failed
+        job): don't leave the parent running."""
         from emotion_lab import tracking
 
         if self.parent_run_id is None:
             return
         table = summary_table(collect_results(sweep_dir))
-        note = "The sweep stopped before its end: see the launcher's error."
+        note = "The sweep stopped before its end: see the error it printed."
         tracking.end_sweep_run(self.parent_run_id, True, f"{note}\n\n{table}\n")
         self.parent_run_id = None
 
