@@ -18,11 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.config import Config, register_schemas
 from emotion_lab.errors import UserError
-from emotion_lab.sweep import RESULT_FILE, read_sweep_file
+from emotion_lab.launch import (
+    export_submitit_distributed_env,
+    is_main_launch_process,
+    ranks_share_the_sweep,
+    register_resolvers,
+)
+from emotion_lab.sweep import RESULT_FILE, objective_value, read_sweep_file
 
 log = logging.getLogger("emotion_lab")
 
 register_schemas()
+register_resolvers()
 
 
 def _quiet_libraries() -> None:
@@ -56,9 +63,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(dcfg: DictConfig) -> dict[str, Any]:
+def main(dcfg: DictConfig) -> dict[str, Any] | float:
     from emotion_lab.experiment import JobContext, run_experiment
 
+    export_submitit_distributed_env()
     _quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -75,7 +83,13 @@ def main(dcfg: DictConfig) -> dict[str, Any]:
         result |= {"status": "FINISHED", "metrics": run_experiment(cfg, job, resolved)}
     except Exception as e:
         result |= {"status": "FAILED", "error": _report(e, bool(dcfg.get("debug", False)))}
-    (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
-    if result["status"] == "FAILED" and not multirun:
+    if is_main_launch_process():
+        (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    # Ranks in lockstep cannot go on after a failed job: if it failed on some ranks only, or at a
+    # different point (rank 0 alone talks to MLflow and reads the data first), they would wait
+    # forever on each other. The launcher stops them all.
+    if result["status"] == "FAILED" and (not multirun or ranks_share_the_sweep()):
         raise SystemExit(1)
-    return result
+    # A sweeper that optimises (Optuna) needs one number back; the result file keeps the rest.
+    objective = dcfg.get("objective")
+    return result if objective is None else objective_value(result, objective)

@@ -163,9 +163,20 @@ class Config:
     resume: bool = False
     # Show full tracebacks instead of one-line errors.
     debug: bool = False
+    # The metric a job returns to an optimising sweeper (Optuna); null returns the result dict.
+    # Only the best epoch's validation score qualifies: a search must never see the test set.
+    objective: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "lr", self.lr, "a positive float")
+        best = f"best_{self.trainer.monitor}"
+        _require(
+            self.objective in (None, best),
+            "objective",
+            self.objective,
+            f"null or {best!r} (the best epoch's trainer.monitor; to optimise another "
+            "validation metric, set trainer.monitor to it)",
+        )
 
 
 def register_schemas() -> None:

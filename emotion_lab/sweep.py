@@ -1,28 +1,52 @@
 """Sweep-level bookkeeping: a parent MLflow run per multirun, and a closing summary.
 
 Hydra calls these hooks in the launching process. Jobs write ``result.json`` into their own
-output dir, which works for in-process and out-of-process launchers alike.
+output dir, which works for in-process and out-of-process launchers alike. In a distributed
+launch every rank runs the sweep; only rank 0 keeps its books.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.errors import UserError
+from emotion_lab.launch import is_main_launch_process
 
 SWEEP_FILE = "sweep.json"
 RESULT_FILE = "result.json"
+# Written by the Optuna sweeper into the sweep dir when the search ends.
+SEARCH_FILE = "optimization_results.yaml"
+
+
+class JobFailed(Exception):
+    """Raised to an optimising sweeper for a failed job, so it records a failed trial."""
+
+
+def objective_value(result: dict[str, Any], name: str) -> float:
+    if result["status"] != "FINISHED":
+        raise JobFailed(result.get("error", "the job failed"))
+    return float(result["metrics"][name])
 
 
 def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
     path = sweep_dir / SWEEP_FILE
     return json.loads(path.read_text()) if path.exists() else {"sweep_id": sweep_dir.name}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # Other ranks and job processes read it while it is written.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -37,13 +61,16 @@ def swept_overrides(results: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def summary_table(results: list[dict[str, Any]]) -> str:
+    # The validation score that picked each job's best epoch: what a search compares.
+    best = {k for r in results for k in r.get("metrics") or {} if k.startswith("best_val")}
+    scores = [*(best if len(best) == 1 else ()), "test_accuracy", "test_macro_f1"]
     lines = [
-        "| job | swept | status | test_accuracy | test_macro_f1 | best_epoch | error |",
-        "|---|---|---|---|---|---|---|",
+        f"| job | swept | status | {' | '.join(scores)} | best_epoch | error |",
+        "|---|---|---|" + "---|" * len(scores) + "---|---|",
     ]
     for r, swept in zip(results, swept_overrides(results), strict=True):
         m = r.get("metrics") or {}
-        cells = [f"{m[k]:.4f}" if k in m else "" for k in ("test_accuracy", "test_macro_f1")] + [
+        cells = [f"{m[k]:.4f}" if k in m else "" for k in scores] + [
             f"{m['best_epoch']:.0f}" if "best_epoch" in m else ""
         ]
         lines.append(
@@ -54,13 +81,29 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def search_summary(sweep_dir: Path, objective: str | None) -> str:
+    """The optimising sweeper's best trial, if it left one."""
+    path = sweep_dir / SEARCH_FILE
+    if not path.exists():
+        return ""
+    found = yaml.safe_load(path.read_text())
+    if "best_value" not in found:
+        return ""
+    params = " ".join(f"{k}={v}" for k, v in found["best_params"].items())
+    return f"Best trial: {objective or 'objective'} = {found['best_value']:.4f} with {params}"
+
+
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs, closes it and prints a summary after."""
+
+    parent_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from emotion_lab import tracking
         from emotion_lab.config import TrackingConfig
 
+        if not is_main_launch_process():
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         info: dict[str, Any] = {"sweep_id": sweep_dir.name}
@@ -73,21 +116,42 @@ class SweepCallback(Callback):
         info["parent_run_id"] = tracking.create_sweep_run(
             experiment_id, info["sweep_id"], {"sweep_dir": str(sweep_dir.resolve())}
         )
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+        _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
+        self.parent_run_id = info["parent_run_id"]
+        atexit.register(self._close_abandoned, sweep_dir)
+
+    def _close_abandoned(self, sweep_dir: Path) -> None:
+        """Hydra skips on_multirun_end when the process exits mid-sweep (a cluster job killed at
+        its time limit, a search where no trial finished, a distributed sweep stopped at a failed
+        job): don't leave the parent running."""
+        from emotion_lab import tracking
+
+        if self.parent_run_id is None:
+            return
+        table = summary_table(collect_results(sweep_dir))
+        note = "The sweep stopped before its end: see the error it printed."
+        tracking.end_sweep_run(self.parent_run_id, True, f"{note}\n\n{table}\n")
+        self.parent_run_id = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from emotion_lab import tracking
 
+        if not is_main_launch_process():
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_sweep_file(sweep_dir)
         results = collect_results(sweep_dir)
         failed = [r for r in results if r.get("status") != "FINISHED"]
         table = summary_table(results)
-        if "parent_run_id" in info:
-            tracking.end_sweep_run(info["parent_run_id"], bool(failed), table + "\n")
+        best = search_summary(sweep_dir, config.get("objective"))
+        summary = f"{table}\n\n{best}\n" if best else f"{table}\n"
+        if self.parent_run_id is not None:
+            tracking.end_sweep_run(self.parent_run_id, bool(failed), summary)
+            self.parent_run_id = None
         print(
             f"\nSweep {info['sweep_id']}: {len(results) - len(failed)} finished, "
-            f"{len(failed)} failed\n{table}",
+            f"{len(failed)} failed\n{summary}",
+            end="",
             flush=True,
         )
         if failed:

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
+from emotion_lab import tracking_server
 from emotion_lab.config import TrackingConfig
 from emotion_lab.errors import TrackingError
 
@@ -64,6 +65,7 @@ def setup(cfg: TrackingConfig) -> str:
         except OSError as e:
             raise TrackingError(f"tracking.uri={cfg.uri}: cannot create {db.parent}: {e}") from e
     mlflow.set_tracking_uri(uri)
+    tracking_server.prepare(uri)
     try:
         with store_lock(uri):
             client = MlflowClient(uri)

@@ -1,0 +1,119 @@
+"""Cluster sweeps without a cluster: hydra/launcher=slurm_local is the SLURM launcher's config
+run by submitit's local executor, which starts every job as its own process (on SLURM: its
+own job). The sweep's parent run and summary live in the launching process and must still
+see the jobs' runs and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
+
+from .conftest import REPO, SMALL_DATA, tracking_uri
+
+LAUNCHER = ["hydra/launcher=slurm_local", "model=tiny_gpt2", "init=scratch"]
+PRECISION = ["trainer.mixed_precision=no", "trainer.cpu=true"]
+
+
+def launch_sweep(args: list[str], cwd: Path) -> tuple[int, subprocess.CompletedProcess]:
+    """``python -m emotion_lab -m ...``; returns the launching process's pid too."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emotion_lab", "-m", *LAUNCHER, *PRECISION, *SMALL_DATA, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    return proc.pid, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _runs(cwd: Path) -> tuple[list, list]:
+    client = MlflowClient(tracking_uri(cwd))
+    experiment = client.get_experiment_by_name("emotion_lab")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags["emotion_lab.role"] == "sweep"]
+    return parents, [r for r in runs if r.data.tags["emotion_lab.role"] == "job"]
+
+
+def test_each_job_runs_in_its_own_process_and_reports_to_the_sweep(tmp_path: Path):
+    launcher_pid, proc = launch_sweep(["lr=1e-3,3e-3"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 finished, 0 failed" in proc.stdout
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
+
+    # submitit's local job id is its job process's pid: two jobs, two processes, neither ours.
+    job_dirs = [
+        p for p in (sweep_dir / ".submitit").iterdir() if (p / f"{p.name}_0_result.pkl").exists()
+    ]
+    job_pids = {int(p.name) for p in job_dirs}
+    assert len(job_pids) == 2 and launcher_pid not in job_pids
+
+    parents, jobs = _runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert len(jobs) == 2 and {r.info.status for r in jobs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert {r.data.tags["sweep_id"] for r in jobs} == {sweep_dir.name}
+    assert {float(r.data.params["lr"]) for r in jobs} == {1e-3, 3e-3}
+
+    # The summary, written by the launching process, is built from the jobs' result files.
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
+    assert set(results) == {"0", "1"}
+    summary = Path(
+        download_artifacts(
+            run_id=parent.info.run_id,
+            artifact_path="sweep_summary.md",
+            tracking_uri=tracking_uri(tmp_path),
+        )
+    ).read_text()
+    for num, result in results.items():
+        assert result["status"] == "FINISHED"
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {num} |"))
+        assert f"{result['metrics']['test_accuracy']:.4f}" in row
+        run = next(r for r in jobs if r.data.tags["job_num"] == num)
+        assert run.data.metrics["test_accuracy"] == pytest.approx(
+            result["metrics"]["test_accuracy"]
+        )
+
+
+def test_tasks_per_node_trains_one_job_on_several_processes(tmp_path: Path):
+    _, proc = launch_sweep(["hydra.launcher.tasks_per_node=2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
+    (job_dir,) = [p for p in (sweep_dir / ".submitit").iterdir() if p.name.isdigit()]
+    assert sorted(p.name.split("_", 1)[1] for p in job_dir.glob("*_result.pkl")) == [
+        "0_result.pkl",
+        "1_result.pkl",
+    ]
+    _, jobs = _runs(tmp_path)
+    (run,) = jobs  # task 1 computed but did not log
+    assert run.data.params["num_processes"] == "2"
+    assert run.info.status == "FINISHED"
+    assert len(list(sweep_dir.glob("*/result.json"))) == 1
+
+
+def test_a_job_killed_at_its_time_limit_fails_the_sweep_run(tmp_path: Path):
+    # timeout_min=0: submitit kills the job at once, as SLURM does at the time limit.
+    _, proc = launch_sweep(["hydra.launcher.timeout_min=0"], tmp_path)
+    assert proc.returncode != 0
+    assert "UncompletedJobError" in proc.stderr
+    parents, jobs = _runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FAILED"
+    assert all(r.info.status != "RUNNING" for r in jobs)
+    summary = download_artifacts(
+        run_id=parents[0].info.run_id,
+        artifact_path="sweep_summary.md",
+        tracking_uri=tracking_uri(tmp_path),
+    )
+    assert "The sweep stopped before its end" in Path(summary).read_text()
