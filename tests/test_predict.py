@@ -125,11 +125,14 @@ def run_without_model(trained: dict) -> str:
 def test_user_mistakes_are_one_line_errors(trained: dict, run_without_model: str, tmp_path):
     no_column = tmp_path / "no_column.csv"
     no_column.write_text("id,tweet\n1,i am happy\n")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("i am happy\n")
     cases = [
         (["run_id=0123456789abcdef", "text=hi"], "run_id=0123456789abcdef: no such run"),
         ([f"run_id={run_without_model}", "text=hi"], "has no model/ artifact"),
         ([f"run_id={trained['run_id']}", f"input={tmp_path}/nope.csv"], "nope.csv: no such file"),
         ([f"run_id={trained['run_id']}", f"input={no_column}"], "has no column 'text'"),
+        ([f"run_id={trained['run_id']}", f"input={texts}", "output=p.txt"], "expected a .csv"),
         (["text=hi"], "run_id is required"),
     ]
     for args, message in cases:

@@ -24,7 +24,8 @@ def main(dcfg: DictConfig) -> None:
     except Exception as e:
         _report(e, bool(dcfg.get("debug", False)))
         sys.exit(1)
-    shown = report.table.drop(columns=["error"]) if report.failed.empty else report.table
+    # The run name repeats the swept values; the files keep it.
+    shown = report.table.drop(columns=["run", *(["error"] if report.failed.empty else [])])
     print(f"\nSweep {report.sweep_id} (parent run {report.parent_run_id})\n{markdown(shown)}\n")
     if report.best is not None:
         b = report.best

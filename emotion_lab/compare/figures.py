@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,6 +13,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+# Learning rates are strings here on purpose (categories); matplotlib would log that at INFO.
+logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
 
 def run_labels(table: pd.DataFrame, swept: list[str]) -> dict[str, str]:

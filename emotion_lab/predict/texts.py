@@ -49,9 +49,13 @@ def with_predictions(rows: pd.DataFrame, probs: np.ndarray, labels: list[str]) -
     return out
 
 
-def write_predictions(table: pd.DataFrame, path: Path) -> None:
+def check_output(path: Path) -> None:
     if path.suffix not in WRITE_SUFFIXES:
         raise DataError(f"output={path}: expected a {' or '.join(WRITE_SUFFIXES)} file.")
+
+
+def write_predictions(table: pd.DataFrame, path: Path) -> None:
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":
         table.to_csv(path, index=False)
