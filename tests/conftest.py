@@ -31,10 +31,12 @@ os.environ.update(
 )
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m emotion_lab`` as a user would, in ``cwd``."""
+def run_cli(
+    args: list[str], cwd: Path, timeout: int = 600, module: str = "emotion_lab"
+) -> subprocess.CompletedProcess:
+    """Run ``python -m emotion_lab`` (or another entry ``module``) as a user would, in ``cwd``."""
     return subprocess.run(
-        [sys.executable, "-m", "emotion_lab", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         capture_output=True,
         text=True,

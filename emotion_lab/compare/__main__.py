@@ -1,0 +1,3 @@
+from emotion_lab.compare.cli import main
+
+main()

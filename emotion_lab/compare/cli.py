@@ -1,0 +1,42 @@
+"""Hydra entry point: ``python -m emotion_lab.compare sweep=<id>|latest [register=true]``."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_lab.cli import CONFIG_DIR, _report
+from emotion_lab.compare.config import CompareConfig, register_schema
+
+register_schema()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare")
+def main(dcfg: DictConfig) -> None:
+    from emotion_lab.compare.report import compare
+    from emotion_lab.compare.table import markdown
+
+    try:
+        cfg: CompareConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
+        report = compare(cfg)
+    except Exception as e:
+        _report(e, bool(dcfg.get("debug", False)))
+        sys.exit(1)
+    # The run name repeats the swept values; the files keep it.
+    shown = report.table.drop(columns=["run", *(["error"] if report.failed.empty else [])])
+    print(f"\nSweep {report.sweep_id} (parent run {report.parent_run_id})\n{markdown(shown)}\n")
+    if report.best is not None:
+        b = report.best
+        print(
+            f"Best by val_accuracy: job {b.job} {b.run}  val_accuracy {b.val_accuracy:.4f}  "
+            f"test_accuracy {b.test_accuracy:.4f}  run_id {b.run_id}"
+        )
+    if not report.failed.empty:
+        print(f"{len(report.failed)} run(s) did not finish; see the status and error columns.")
+    print(f"Wrote {', '.join(p.name for p in report.files)} to {report.output_dir}")
+    print("Logged them to the sweep's parent run under compare/ (MLflow UI: Artifacts tab).")
+    if report.registered is not None:
+        v = report.registered
+        print(f"Registered model {v.name!r} version {v.version} from run {v.run_id}.")

@@ -1,0 +1,137 @@
+"""A sweep as MLflow recorded it: the parent run, the job runs, and their metric histories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from emotion_lab.config import Config
+from emotion_lab.errors import TrackingError
+from emotion_lab.tracking import ROLE_TAG, SWEEP_TAG, flatten
+
+# Per-epoch and per-step series the report plots or summarises.
+HISTORY_KEYS = (
+    "epoch",
+    "val_accuracy",
+    "val_macro_f1",
+    "val_loss",
+    "train_loss",
+    "train_samples_per_s",
+)
+
+
+@dataclass
+class SweepRuns:
+    sweep_id: str
+    parent: Run
+    # Sorted by job number.
+    jobs: list[Run]
+    # Long form: run_id, key, step, value.
+    history: pd.DataFrame
+    # Config keys whose values differ between the jobs, most general first.
+    swept: list[str]
+
+
+def _search(
+    client: MlflowClient, experiment_id: str, query: str, limit: int | None = None
+) -> list[Run]:
+    """Newest first; every page unless ``limit``."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=query,
+            order_by=["attributes.start_time DESC"],
+            max_results=limit or 1000,
+            page_token=token,
+        )
+        runs += list(page)
+        token = page.token
+        if limit or not token:
+            return runs
+
+
+def find_parent(client: MlflowClient, experiment_id: str, sweep: str) -> Run:
+    """``latest`` is the newest sweep parent run; anything else is a sweep id."""
+    is_parent = f"tags.`{ROLE_TAG}` = 'sweep'"
+    if sweep == "latest":
+        found = _search(client, experiment_id, is_parent, limit=1)
+        if not found:
+            raise TrackingError(
+                "sweep=latest: this experiment has no sweep yet. Run one with "
+                "`python -m emotion_lab -m KEY=A,B ...`, or check tracking.uri/tracking.experiment."
+            )
+        return found[0]
+    query = f"{is_parent} and tags.`{SWEEP_TAG}` = '{sweep}'"
+    # A quote cannot be in a sweep id, and would break the filter string.
+    found = [] if "'" in sweep else _search(client, experiment_id, query)
+    if not found:
+        recent = _search(client, experiment_id, is_parent, limit=5)
+        ids = ", ".join(r.data.tags.get(SWEEP_TAG, "?") for r in recent) or "none"
+        raise TrackingError(f"sweep={sweep}: no such sweep in this experiment (newest: {ids}).")
+    return found[0]
+
+
+@cache
+def _config_keys() -> tuple[str, ...]:
+    """Flattened keys of the training schema, in schema order."""
+    tree = OmegaConf.to_container(OmegaConf.structured(Config), enum_to_str=True)
+    return tuple(flatten(tree))  # type: ignore[arg-type]
+
+
+def _config_rank(key: str) -> int | None:
+    """Position of a param in the schema; None for params a job adds at run time
+    (num_parameters, device, ...), which follow from the config rather than being chosen."""
+    for i, name in enumerate(_config_keys()):
+        # Dict-valued keys (model.config_overrides) are flattened further in the params.
+        if key == name or key.startswith(name + "."):
+            return i
+    return None
+
+
+def swept_keys(jobs: list[Run]) -> list[str]:
+    """Config params that differ between the jobs (absent counts as a value): top-level keys
+    (init, lr, seed) first, then in schema order."""
+    keys = {k for run in jobs for k in run.data.params}
+    swept = [
+        k
+        for k in keys
+        if _config_rank(k) is not None and len({run.data.params.get(k) for run in jobs}) > 1
+    ]
+    return sorted(swept, key=lambda k: ("." in k, _config_rank(k), k))
+
+
+def job_num(run: Run) -> int:
+    value = run.data.tags.get("job_num", "")
+    return int(value) if value.isdigit() else -1
+
+
+def _history(client: MlflowClient, jobs: list[Run]) -> pd.DataFrame:
+    rows = [
+        (run.info.run_id, key, m.step, m.value)
+        for run in tqdm(jobs, desc="reading runs", unit="run", disable=len(jobs) < 2)
+        for key in HISTORY_KEYS
+        for m in client.get_metric_history(run.info.run_id, key)
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def read_sweep(client: MlflowClient, experiment_id: str, sweep: str) -> SweepRuns:
+    parent = find_parent(client, experiment_id, sweep)
+    sweep_id = parent.data.tags[SWEEP_TAG]
+    jobs = _search(
+        client,
+        experiment_id,
+        f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'job'",
+    )
+    if not jobs:
+        raise TrackingError(f"sweep {sweep_id} has no job runs in MLflow (did it start any?).")
+    jobs.sort(key=lambda r: (job_num(r), r.info.start_time))
+    return SweepRuns(sweep_id, parent, jobs, _history(client, jobs), swept_keys(jobs))

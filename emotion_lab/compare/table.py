@@ -1,0 +1,92 @@
+"""One row per job run: what was swept, how it ended, and its numbers as MLflow stored them."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from mlflow.entities import Run
+
+from emotion_lab.compare.runs import SweepRuns, job_num
+
+# Validation numbers are those of the best epoch (the one that was tested and logged).
+METRICS = (
+    "best_epoch",
+    "val_accuracy",
+    "val_macro_f1",
+    "test_accuracy",
+    "test_macro_f1",
+    "wall_seconds",
+    "train_samples_per_s",
+)
+_DECIMALS = {"best_epoch": 0, "wall_seconds": 1, "train_samples_per_s": 1}
+
+
+def _at_best_epoch(history: pd.DataFrame, best_epoch: float | None) -> dict[str, float]:
+    """Validation metrics logged at the step where ``epoch == best_epoch``."""
+    if best_epoch is None:
+        return {}
+    epochs = history[history["key"] == "epoch"]
+    steps = epochs["step"][epochs["value"] == best_epoch]
+    if steps.empty:
+        return {}
+    at = history[history["step"] == steps.iloc[-1]]
+    return dict(zip(at["key"], at["value"], strict=True))
+
+
+def _row(run: Run, history: pd.DataFrame, swept: list[str]) -> dict[str, object]:
+    metrics = run.data.metrics
+    best = metrics.get("best_epoch")
+    at_best = _at_best_epoch(history, best)
+    speed = history["value"][history["key"] == "train_samples_per_s"]
+    return {
+        "job": job_num(run),
+        "run": run.info.run_name,
+        "status": run.info.status,
+        **{key: run.data.params.get(key, "") for key in swept},
+        "best_epoch": best,
+        "val_accuracy": at_best.get("val_accuracy"),
+        "val_macro_f1": at_best.get("val_macro_f1"),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "test_macro_f1": metrics.get("test_macro_f1"),
+        "wall_seconds": metrics.get("wall_seconds"),
+        # Mean over the epochs that ran.
+        "train_samples_per_s": speed.mean() if not speed.empty else None,
+        "run_id": run.info.run_id,
+        "error": run.data.tags.get("error", ""),
+    }
+
+
+def run_table(sweep: SweepRuns) -> pd.DataFrame:
+    by_run = dict(iter(sweep.history.groupby("run_id")))
+    empty = sweep.history.iloc[0:0]
+    rows = [_row(r, by_run.get(r.info.run_id, empty), sweep.swept) for r in sweep.jobs]
+    table = pd.DataFrame(rows)
+    table[list(METRICS)] = table[list(METRICS)].astype(float)
+    return table
+
+
+def best_row(table: pd.DataFrame) -> pd.Series | None:
+    """The finished run with the highest validation accuracy (the test set stays unseen by
+    the choice); the lowest job number wins a tie."""
+    done = table[(table.status == "FINISHED") & table.val_accuracy.notna()]
+    return None if done.empty else done.loc[done.val_accuracy.idxmax()]
+
+
+def _cell(key: str, value: object) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.{_DECIMALS.get(key, 4)}f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A markdown table padded to align, so the same text reads well in a terminal."""
+    header = list(table.columns)
+    cells = [[_cell(k, row[k]) for k in header] for _, row in table.iterrows()]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *(line(c) for c in cells)])

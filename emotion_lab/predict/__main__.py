@@ -1,0 +1,3 @@
+from emotion_lab.predict.cli import main
+
+main()

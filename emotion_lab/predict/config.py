@@ -1,0 +1,47 @@
+"""Typed schema of ``conf/predict.yaml``; ``tracking.*`` and ``paths.*`` are the training keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from emotion_lab.config import PathsConfig, TrackingConfig
+from emotion_lab.errors import ConfigError
+
+
+@dataclass
+class PredictConfig:
+    # The MLflow run whose model/ artifact is used (the compare table lists run ids).
+    run_id: str | None = None
+    # One text to classify, or a file of texts: .csv, .jsonl or .txt (one text per line).
+    text: str | None = None
+    input: str | None = None
+    # Where file predictions go (.csv or .jsonl); null = print them.
+    output: str | None = None
+    text_column: str = "text"
+    batch_size: int = 64
+    # Truncation length; null = the run's model.max_length.
+    max_length: int | None = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    debug: bool = False
+
+
+def check(cfg: PredictConfig) -> None:
+    """Required-together keys; not in ``__post_init__``, which also runs on the empty defaults."""
+    usage = "python -m emotion_lab.predict run_id=<id> text='...' (or input=texts.csv)"
+    if not cfg.run_id:
+        raise ConfigError(f"run_id is required: {usage}.")
+    if (cfg.text is None) == (cfg.input is None):
+        raise ConfigError(f"give exactly one of text=... and input=...: {usage}.")
+    if cfg.output is not None and cfg.input is None:
+        raise ConfigError("output= needs input=<file>; a single text= is printed.")
+    if cfg.batch_size <= 0:
+        raise ConfigError(f"batch_size={cfg.batch_size} is not valid: expected > 0.")
+    if cfg.max_length is not None and cfg.max_length <= 0:
+        raise ConfigError(f"max_length={cfg.max_length} is not valid: expected > 0.")
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="predict_schema", node=PredictConfig)

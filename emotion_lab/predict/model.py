@@ -1,0 +1,83 @@
+"""A run's logged classifier, and batched class probabilities for many texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
+from tqdm import tqdm
+from transformers import (
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from emotion_lab.config import ModelConfig
+from emotion_lab.errors import DataError, ModelError
+from emotion_lab.modeling import load_tokenizer
+from emotion_lab.store import get_run
+
+MODEL_ARTIFACT = "model"
+
+
+@dataclass
+class Classifier:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    label_names: list[str]
+    # The truncation length the run trained with.
+    max_length: int
+
+
+def load_from_run(client: MlflowClient, run_id: str) -> Classifier:
+    run = get_run(client, run_id)
+    if MODEL_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+        why = "it was trained with tracking.log_model=false"
+        if run.info.status != "FINISHED":
+            error = run.data.tags.get("error", "no error tag").rstrip(".")
+            why = f"its status is {run.info.status}: {error}"
+        raise ModelError(
+            f"run {run_id} ({run.info.run_name}) has no {MODEL_ARTIFACT}/ artifact: {why}. "
+            "Pick a finished run from `python -m emotion_lab.compare`."
+        )
+    path = download_artifacts(
+        run_id=run_id, artifact_path=MODEL_ARTIFACT, tracking_uri=client.tracking_uri
+    )
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=path))
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    max_length = int(run.data.params.get("model.max_length", tokenizer.model_max_length))
+    return Classifier(model, tokenizer, labels, max_length)
+
+
+def predict_proba(
+    clf: Classifier,
+    texts: list[str],
+    batch_size: int = 64,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Class probabilities, one row per text. Texts are batched by length, each batch padded
+    to its own longest text, and the rows put back in input order."""
+    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    if blank:
+        raise DataError(f"text {blank[0] + 1} of {len(texts)} is empty; remove empty texts.")
+    names = [n for n in clf.tokenizer.model_input_names if n != "labels"]
+    enc = clf.tokenizer(texts, truncation=True, max_length=max_length or clf.max_length)
+    features = [{n: enc[n][i] for n in names if n in enc} for i in range(len(texts))]
+    order = sorted(range(len(texts)), key=lambda i: len(features[i]["input_ids"]))
+    collate = DataCollatorWithPadding(clf.tokenizer)
+    device = next(clf.model.parameters()).device
+    probs = np.zeros((len(texts), len(clf.label_names)), dtype=np.float32)
+    starts = range(0, len(texts), batch_size)
+    with torch.inference_mode():
+        for start in tqdm(starts, desc="predicting", unit="batch", disable=not progress):
+            idx = order[start : start + batch_size]
+            batch = collate([features[i] for i in idx]).to(device)
+            logits = clf.model(**batch).logits.float()
+            probs[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+    return probs
