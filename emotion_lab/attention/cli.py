@@ -48,9 +48,6 @@ def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
     from emotion_lab.attention.extract import load_model_config, load_model_dir
     from emotion_lab.attention.tokens import encode_texts
 
-    texts = sample_texts(cfg)
-    if cfg.example_index >= len(texts):
-        raise ConfigError(f"example_index={cfg.example_index}: there are {len(texts)} texts.")
     client = runs.open_store(cfg.tracking.uri) if cfg.run_id or cfg.sweep_id else None
     if client is None:
         refs = []
@@ -58,6 +55,9 @@ def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
         refs = list(runs.sweep_pair(client, cfg.tracking.experiment, cfg.sweep_id))
     else:
         refs = [runs.get_run(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
+    texts = sample_texts(cfg)
+    if cfg.example_index >= len(texts):
+        raise ConfigError(f"example_index={cfg.example_index}: there are {len(texts)} texts.")
 
     results = []
     for ref in refs or [None]:

@@ -95,6 +95,7 @@ def model_summary(name: str, stats: HeadStats, top_words: int, min_count: int) -
             ["role", "heads", "which"],
             [[r, len(h), " ".join(h)] for r, h in roles.items() if h],
         ),
+        f"Where: {_role_layers(stats)}.",
         "## Per layer (mean over heads)",
         markdown_table(["layer", *columns], _per_layer_rows(stats, columns)),
         "## Most attended words (first token excluded)",
@@ -123,6 +124,26 @@ def _layer_differences(a: HeadStats, b: HeadStats) -> pd.Series:
     return diff.groupby(a.table.layer).mean()
 
 
+def _role_layers(stats: HeadStats) -> str:
+    """Where each role sits, e.g. "sink in L1 (5), L2 (3); previous-token in L0 (1)"."""
+    roles = head_roles(stats)
+    parts = []
+    for role in ROLE_ORDER[:-2]:
+        layers = roles.loc[roles.role == role, "layer"].value_counts().sort_index()
+        if len(layers):
+            where = ", ".join(f"L{layer} ({n})" for layer, n in layers.items())
+            parts.append(f"{role} in {where}")
+    return "; ".join(parts) or "no head with a single dominant pattern"
+
+
+def _top_words_sentence(name: str, stats: HeadStats, min_count: int) -> str:
+    top = stats.top_words(10, min_count)
+    if not len(top):
+        return f"{name}: no word seen {min_count} times"
+    lifts = f"lift {top.lift.min():.2f}-{top.lift.max():.2f}"
+    return f"{name} ({lifts}): {', '.join(top.word)}"
+
+
 def _conclusions(names: tuple[str, str], a: HeadStats, b: HeadStats, min_count: int) -> list[str]:
     na, nb = names
     ra, rb = heads_by_role(a), heads_by_role(b)
@@ -132,20 +153,20 @@ def _conclusions(names: tuple[str, str], a: HeadStats, b: HeadStats, min_count: 
     }
     layers = _layer_differences(a, b).sort_values(ascending=False)
     entropy_a, entropy_b = a.table.entropy_norm.mean(), b.table.entropy_norm.mean()
-    top_a = list(a.top_words(10, min_count).word)
-    top_b = list(b.top_words(10, min_count).word)
-    shared = [w for w in top_a if w in top_b]
+    shared = set(a.top_words(10, min_count).word) & set(b.top_words(10, min_count).word)
     broader = nb if entropy_b > entropy_a else na
     return [
         f"- Heads: **{na}** has {counts[na]}; **{nb}** has {counts[nb]}.",
+        f"- Where: {na}: {_role_layers(a)}. {nb}: {_role_layers(b)}.",
         f"- First-token (sink) share: {a.sink_share:.1%} ({na}) vs {b.sink_share:.1%} ({nb}).",
-        f"- **{broader}** spreads its attention more broadly: mean entropy "
-        f"{entropy_a:.2f} vs {entropy_b:.2f} of uniform attention's ({na} vs {nb}).",
-        f"- The layers differ most in layer {int(layers.index[0])} (mean |difference| of the "
+        f"- **{broader}** spreads its attention more broadly: mean entropy relative to uniform "
+        f"attention (1 = uniform) {entropy_a:.2f} ({na}) vs {entropy_b:.2f} ({nb}).",
+        f"- The models differ most in layer {int(layers.index[0])} (mean |difference| of the "
         f"attention shares {layers.iloc[0]:.3f}) and least in layer {int(layers.index[-1])} "
         f"({layers.iloc[-1]:.3f}).",
-        f"- Top words of {na}: {', '.join(top_a) or 'none'}; of {nb}: {', '.join(top_b) or 'none'}"
-        f"; in both top-10 lists: {', '.join(shared) or 'none'}.",
+        f"- Most attended words (first token excluded, 1 = uniform): "
+        f"{_top_words_sentence(na, a, min_count)}; {_top_words_sentence(nb, b, min_count)}; "
+        f"in both top-10 lists: {', '.join(sorted(shared)) or 'none'}.",
     ]
 
 

@@ -29,7 +29,15 @@ class RunRef:
 
 
 def open_store(uri: str) -> MlflowClient:
-    return MlflowClient(resolve_uri(uri))
+    """A client of an existing store: opening a missing sqlite file would create an empty one."""
+    resolved = resolve_uri(uri)
+    prefix = "sqlite:///"
+    if resolved.startswith(prefix) and not Path(resolved[len(prefix) :]).is_file():
+        raise TrackingError(
+            f"tracking.uri={uri}: no MLflow store at {resolved[len(prefix) :]}. Run from the "
+            "folder you trained in, or set tracking.uri=sqlite:////abs/path/outputs/mlflow.db."
+        )
+    return MlflowClient(resolved)
 
 
 def get_run(client: MlflowClient, run_id: str) -> RunRef:
