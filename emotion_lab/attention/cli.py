@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -43,18 +44,24 @@ def _folder(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name)
 
 
+def _resolve_runs(cfg: AttentionConfig) -> tuple[Any, list[Any]]:
+    """(MLflow client, the runs to analyse); (None, []) when a model id is analysed instead."""
+    from emotion_lab.attention import runs
+
+    if not (cfg.run_id or cfg.sweep_id):
+        return None, []
+    client = runs.open_store(cfg.tracking.uri)
+    if cfg.sweep_id:
+        return client, list(runs.sweep_pair(client, cfg.tracking.experiment, cfg.sweep_id))
+    return client, [runs.get_run(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
+
+
 def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
     from emotion_lab.attention import analysis, runs
     from emotion_lab.attention.extract import load_model_config, load_model_dir
     from emotion_lab.attention.tokens import encode_texts
 
-    client = runs.open_store(cfg.tracking.uri) if cfg.run_id or cfg.sweep_id else None
-    if client is None:
-        refs = []
-    elif cfg.sweep_id:
-        refs = list(runs.sweep_pair(client, cfg.tracking.experiment, cfg.sweep_id))
-    else:
-        refs = [runs.get_run(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
+    client, refs = _resolve_runs(cfg)
     texts = sample_texts(cfg)
     if cfg.example_index >= len(texts):
         raise ConfigError(f"example_index={cfg.example_index}: there are {len(texts)} texts.")
@@ -67,13 +74,15 @@ def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
             else:
                 loaded = load_model_dir(runs.download_model(client, ref, Path(tmp)), ref.name)
             encoded = encode_texts(loaded.tokenizer, texts, cfg.model.max_length)
-            stats = analysis.head_statistics(loaded, encoded, cfg.batch_size)
             folder = output_dir / _folder(loaded.name + (f"-{ref.run_id[:8]}" if ref else ""))
-            summary = analysis.write_model_analysis(
-                loaded.name, stats, folder, cfg.top_words, cfg.min_word_count
-            )
+            folder.mkdir(parents=True, exist_ok=True)
+            # First: a wrong layer or head fails before the long pass.
             analysis.draw_example(
                 loaded, encoded[cfg.example_index], cfg.layer, cfg.head, folder, cfg.bertviz
+            )
+            stats = analysis.head_statistics(loaded, encoded, cfg.batch_size)
+            summary = analysis.write_model_analysis(
+                loaded.name, stats, folder, cfg.top_words, cfg.min_word_count
             )
         print(summary, flush=True)
         if ref is not None:

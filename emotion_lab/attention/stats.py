@@ -99,6 +99,7 @@ class HeadStatsAccumulator:
         positions = torch.arange(width)
         key_mask = mask[None, :, None, None, :]
         queries = (mask & (positions >= 1)).double()  # [batch, query]
+        self.first_tokens.update(e.labels[0] for e in encoded)
         if queries.sum() == 0:
             self.texts += size
             return
@@ -136,7 +137,6 @@ class HeadStatsAccumulator:
         """Attention received by each key but the first, renormalised without the sink, and
         what uniform attention over the same visible keys would have given it."""
         num_layers, size, heads, width, _ = attn.shape
-        self.first_tokens.update(e.labels[0] for e in encoded)
         rest = attn[..., 1:] / (1 - attn[..., :1]).clamp_min(1e-6)
         received = torch.einsum("lbhqk,bq->bk", rest, queries) / (num_layers * heads)
         positions = torch.arange(width)
