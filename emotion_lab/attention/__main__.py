@@ -1,0 +1,3 @@
+from emotion_lab.attention.cli import main
+
+main()

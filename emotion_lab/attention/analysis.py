@@ -1,0 +1,136 @@
+"""One model's analysis and a two-model comparison, written as files into a folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from emotion_lab.attention import bertviz_export, plots, report
+from emotion_lab.attention.extract import LoadedModel, attention_batches, forward_attention
+from emotion_lab.attention.stats import HeadStats, HeadStatsAccumulator
+from emotion_lab.attention.tokens import EncodedText
+from emotion_lab.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def head_statistics(loaded: LoadedModel, encoded: list[EncodedText], batch_size: int) -> HeadStats:
+    layers, heads = loaded.shape
+    accumulator = HeadStatsAccumulator(layers, heads, loaded.causal)
+    for batch in attention_batches(loaded, encoded, batch_size):
+        accumulator.update(batch, [encoded[i] for i in batch.indices])
+    return accumulator.result()
+
+
+def _check_layer_head(loaded: LoadedModel, layer: int, head: int) -> int:
+    layers, heads = loaded.shape
+    if not -layers <= layer < layers:
+        raise ConfigError(f"layer={layer}: {loaded.name} has layers 0..{layers - 1} (or -1).")
+    if not 0 <= head < heads:
+        raise ConfigError(f"head={head}: {loaded.name} has heads 0..{heads - 1}.")
+    return layer % layers
+
+
+def draw_example(
+    loaded: LoadedModel,
+    example: EncodedText,
+    layer: int,
+    head: int,
+    out_dir: Path,
+    bertviz: bool,
+) -> list[str]:
+    """One head's map and the grid of its layer for one text (+ bertviz views); file names."""
+    layer = _check_layer_head(loaded, layer, head)
+    attentions = forward_attention(loaded, [example])[0][:, 0]  # [layer, head, query, key]
+    weights = attentions.numpy()
+    labels = example.labels
+    text = example.text
+    short = text if len(text) <= 70 else text[:67] + "..."
+    names = [f"attention_L{layer}_H{head}.png", f"heads_L{layer}.png"]
+    _save(
+        plots.attention_map_figure(
+            weights[layer, head], labels, f"{loaded.name}\nlayer {layer} head {head}: {short}"
+        ),
+        out_dir / names[0],
+    )
+    _save(
+        plots.heads_grid_figure(weights[layer], labels, layer, f"{loaded.name}: {short}"),
+        out_dir / names[1],
+    )
+    if bertviz and bertviz_export.available():
+        for name, html in bertviz_export.views(attentions, labels).items():
+            (out_dir / name).write_text(html)
+            names.append(name)
+    return names
+
+
+def write_model_analysis(
+    name: str, stats: HeadStats, out_dir: Path, top_words: int, min_count: int
+) -> str:
+    """Tables, figures and the summary of one model's statistics; returns the summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    roles = report.head_roles(stats)
+    roles.to_csv(out_dir / "head_stats.csv", index=False)
+    stats.words.to_csv(out_dir / "words.csv", index=False)
+    summary = {
+        "model": name,
+        "num_texts": stats.num_texts,
+        "num_queries": stats.num_queries,
+        "causal": stats.causal,
+        "sink_share": stats.sink_share,
+        "padding_mass": stats.padding_mass,
+        "first_tokens": dict(stats.first_tokens.most_common(10)),
+        "heads": roles.to_dict(orient="records"),
+        "top_words": stats.top_words(top_words, min_count).to_dict(orient="records"),
+    }
+    (out_dir / "head_stats.json").write_text(json.dumps(summary, indent=2))
+    grids = {stat: stats.grid(stat) for stat in stats.panels()}
+    _save(plots.head_stats_figure(grids, f"{name}: head statistics"), out_dir / "head_stats.png")
+    top = stats.top_words(top_words, min_count)
+    if len(top):
+        _save(
+            plots.top_words_figure(top, f"{name}: most attended words"),
+            out_dir / "top_words.png",
+        )
+    text = report.model_summary(name, stats, top_words, min_count)
+    (out_dir / "summary.md").write_text(text)
+    return text
+
+
+def write_comparison(
+    names: tuple[str, str],
+    a: HeadStats,
+    b: HeadStats,
+    out_dir: Path,
+    top_words: int,
+    min_count: int,
+) -> str:
+    """Side-by-side and difference heatmaps, a merged table and the report; returns it."""
+    if a.shape != b.shape:
+        raise ModelError(
+            f"cannot compare {names[0]} ({a.shape[0]}x{a.shape[1]} layers x heads) with "
+            f"{names[1]} ({b.shape[0]}x{b.shape[1]}): head by head needs the same shape."
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for stat in a.panels():
+        figures.append(f"compare_{stat}.png")
+        fig = plots.comparison_figure(stat, a.grid(stat), b.grid(stat), names)
+        _save(fig, out_dir / figures[-1])
+    merged = pd.merge(a.table, b.table, on=["layer", "head"], suffixes=("_a", "_b"))
+    for stat in a.panels():
+        merged[f"{stat}_diff"] = merged[f"{stat}_b"] - merged[f"{stat}_a"]
+    merged.to_csv(out_dir / "comparison.csv", index=False)
+    text = report.comparison_report(names, a, b, top_words, min_count, figures)
+    (out_dir / "comparison.md").write_text(text)
+    return text

@@ -1,0 +1,116 @@
+"""Hydra entry point of the attention analysis: pick the models, sample texts, analyse, log."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_lab.attention.config import AttentionConfig, register_schema
+from emotion_lab.cli import CONFIG_DIR, _quiet_libraries, _report
+from emotion_lab.errors import ConfigError, DataError
+
+register_schema()
+
+ARTIFACT_DIR = "attention"
+
+
+def sample_texts(cfg: AttentionConfig) -> list[str]:
+    """The user's texts, or a seeded random sample of the split."""
+    from emotion_lab.data import load_raw
+
+    if cfg.all_texts:
+        return cfg.all_texts
+    split = cfg.split or cfg.data.eval_split
+    raw = load_raw(cfg.data)
+    if split not in raw:
+        raise DataError(f"split={split}: data.path={cfg.data.path} has splits {sorted(raw)}.")
+    ds = raw[split]
+    if cfg.data.text_column not in ds.column_names:
+        raise DataError(
+            f"data.text_column={cfg.data.text_column} is not a column of split {split!r} "
+            f"(columns: {ds.column_names})."
+        )
+    ds = ds.shuffle(seed=cfg.seed).select(range(min(cfg.num_texts, len(ds))))
+    return list(ds[cfg.data.text_column])
+
+
+def _folder(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def _resolve_runs(cfg: AttentionConfig) -> tuple[Any, list[Any]]:
+    """(MLflow client, the runs to analyse); (None, []) when a model id is analysed instead."""
+    from emotion_lab.attention import runs
+
+    if not (cfg.run_id or cfg.sweep_id):
+        return None, []
+    client = runs.open_store(cfg.tracking.uri)
+    if cfg.sweep_id:
+        return client, list(runs.sweep_pair(client, cfg.tracking.experiment, cfg.sweep_id))
+    return client, [runs.get_run(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
+
+
+def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
+    from emotion_lab.attention import analysis, runs
+    from emotion_lab.attention.extract import load_model_config, load_model_dir
+    from emotion_lab.attention.tokens import encode_texts
+
+    client, refs = _resolve_runs(cfg)
+    texts = sample_texts(cfg)
+    if cfg.example_index >= len(texts):
+        raise ConfigError(f"example_index={cfg.example_index}: there are {len(texts)} texts.")
+
+    results = []
+    for ref in refs or [None]:
+        with tempfile.TemporaryDirectory() as tmp:
+            if ref is None:
+                loaded = load_model_config(cfg.model, cfg.init, cfg.seed)
+            else:
+                loaded = load_model_dir(runs.download_model(client, ref, Path(tmp)), ref.name)
+            encoded = encode_texts(loaded.tokenizer, texts, cfg.model.max_length)
+            folder = output_dir / _folder(loaded.name + (f"-{ref.run_id[:8]}" if ref else ""))
+            folder.mkdir(parents=True, exist_ok=True)
+            # First: a wrong layer or head fails before the long pass.
+            analysis.draw_example(
+                loaded, encoded[cfg.example_index], cfg.layer, cfg.head, folder, cfg.bertviz
+            )
+            stats = analysis.head_statistics(loaded, encoded, cfg.batch_size)
+            summary = analysis.write_model_analysis(
+                loaded.name, stats, folder, cfg.top_words, cfg.min_word_count
+            )
+        print(summary, flush=True)
+        if ref is not None:
+            metrics = runs.stats_metrics(stats, cfg.per_head_metrics)
+            runs.log_analysis(client, ref.run_id, folder, ARTIFACT_DIR, metrics)
+            print(f"Logged {folder} to run {ref.name} ({ref.run_id}) under {ARTIFACT_DIR}/\n")
+        results.append((loaded.name, stats))
+
+    if len(results) == 2:
+        (name_a, a), (name_b, b) = results
+        folder = output_dir / "compare"
+        text = analysis.write_comparison(
+            (name_a, name_b), a, b, folder, cfg.top_words, cfg.min_word_count
+        )
+        print(text, flush=True)
+        target_path = f"{ARTIFACT_DIR}/{_folder(name_a)}_vs_{_folder(name_b)}"
+        for run_id in runs.comparison_targets(*refs):
+            runs.log_analysis(client, run_id, folder, target_path, [])
+            print(f"Logged the comparison to run {run_id} under {target_path}/")
+    print(f"Files: {output_dir}", flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="attention")
+def main(dcfg: DictConfig) -> None:
+    _quiet_libraries()
+    try:
+        cfg: AttentionConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
+        analyse(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except Exception as e:
+        _report(e, bool(dcfg.get("debug", False)))
+        raise SystemExit(1) from None

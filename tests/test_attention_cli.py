@@ -1,0 +1,179 @@
+"""`python -m emotion_lab.attention` as a user runs it, on the runs of a real (tiny) sweep."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
+
+from .conftest import EMOTION, REPO, SMALL_DATA, run_cli, tracking_uri
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_attention(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emotion_lab.attention", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path):
+    """A scratch and a pretrained job, then the attention analysis of that sweep."""
+    cwd = tmp_path_factory.mktemp("attention")
+    train = run_cli(
+        [
+            "-m",
+            "init=scratch,pretrained",
+            f"model.name_or_path={tiny_checkpoint}",
+            "trainer.mixed_precision=no",
+            *SMALL_DATA,
+        ],
+        cwd,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    (sweep_dir,) = (cwd / "outputs" / "multirun").iterdir()
+    proc = run_attention(
+        [f"sweep_id={sweep_dir.name}", f"data.path={EMOTION}", "num_texts=40"], cwd
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd, proc
+
+
+def _runs(cwd: Path, role: str) -> list:
+    client = MlflowClient(tracking_uri(cwd))
+    experiment = client.get_experiment_by_name("emotion_lab")
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`emotion_lab.role` = '{role}'"
+    )
+
+
+def _artifact(cwd: Path, run_id: str, path: str) -> Path:
+    return Path(
+        download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri(cwd))
+    )
+
+
+def test_each_run_gets_its_statistics_figures_and_metrics(analysed):
+    cwd, _ = analysed
+    client = MlflowClient(tracking_uri(cwd))
+    jobs = _runs(cwd, "job")
+    assert len(jobs) == 2
+    for run in jobs:
+        names = {a.path for a in client.list_artifacts(run.info.run_id, "attention")}
+        expected = [
+            "head_stats.csv",
+            "head_stats.json",
+            "head_stats.png",
+            "words.csv",
+            "summary.md",
+            "attention_L1_H0.png",  # layer=-1: the last of two
+            "heads_L1.png",
+        ]
+        assert {f"attention/{n}" for n in expected} <= names
+        for png in ("head_stats.png", "attention_L1_H0.png", "heads_L1.png"):
+            assert _artifact(cwd, run.info.run_id, f"attention/{png}").read_bytes()[:8] == PNG
+        table = pd.read_csv(_artifact(cwd, run.info.run_id, "attention/head_stats.csv"))
+        assert list(zip(table.layer, table["head"], strict=True)) == [
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+        ]
+        assert table[["first", "previous", "self"]].to_numpy().max() <= 1
+        assert (table["entropy"] > 0).all()
+        metrics = run.data.metrics
+        for stat in ("entropy", "first", "previous", "self"):
+            for layer in (0, 1):
+                expected_mean = table.loc[table.layer == layer, stat].mean()
+                assert metrics[f"attn_{stat}_L{layer}"] == pytest.approx(expected_mean, rel=1e-6)
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, f"attn_{stat}")]
+            assert sorted(steps) == [0, 1]
+        assert "attn_next_L0" not in metrics  # GPT-2 is causal
+        assert 0 < metrics["attn_sink_share"] < 1
+        # the training metrics are still there, untouched
+        assert "test_accuracy" in metrics
+
+
+def test_comparison_goes_to_the_sweeps_parent_run(analysed):
+    cwd, proc = analysed
+    client = MlflowClient(tracking_uri(cwd))
+    (parent,) = _runs(cwd, "sweep")
+    (folder,) = client.list_artifacts(parent.info.run_id, "attention")
+    scratch, pretrained = folder.path.removeprefix("attention/").split("_vs_")
+    assert scratch.startswith("scratch-") and pretrained.startswith("pretrained-")
+    names = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, folder.path)}
+    assert {"comparison.md", "comparison.csv", "compare_first.png", "compare_entropy.png"} <= names
+    report = _artifact(cwd, parent.info.run_id, f"{folder.path}/comparison.md").read_text()
+    for section in ("## Conclusions", "## 1.", "## 2.", "## 3."):
+        assert section in report
+    assert "First-token (sink) share" in report
+    merged = pd.read_csv(_artifact(cwd, parent.info.run_id, f"{folder.path}/comparison.csv"))
+    assert (merged["first_diff"] == merged["first_b"] - merged["first_a"]).all()
+    # the report is also printed, and no job run holds a comparison
+    assert "## Conclusions" in proc.stdout
+    for run in _runs(cwd, "job"):
+        paths = {a.path for a in client.list_artifacts(run.info.run_id, "attention")}
+        assert not any("_vs_" in p for p in paths)
+
+
+def test_own_text_with_a_model_id_writes_local_files_only(tmp_path: Path):
+    proc = run_attention(
+        [
+            "model=tiny_gpt2",
+            "init=scratch",
+            "text=i feel so happy today",
+            "head=1",
+            "bertviz=false",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (folder,) = (tmp_path / "outputs" / "attention").glob("*/scratch-distilgpt2")
+    assert (folder / "attention_L1_H1.png").read_bytes()[:8] == PNG
+    stats = pd.read_csv(io.StringIO((folder / "head_stats.csv").read_text()))
+    assert len(stats) == 4
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+    assert "1 texts, 4 query tokens" in proc.stdout  # 5 tokens, from the second on
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run_id=0123456789abcdef"], "no MLflow store at"),
+        (["model=tiny_gpt2", "init=scratch", "text=hi there", "layer=7"], "layer=7"),
+        (["compare_run_id=abc"], "compare_run_id needs run_id"),
+        (["model=tiny_gpt2", "init=scratch", "data.path=/no/such/dir"], "no such file"),
+    ],
+)
+def test_mistakes_end_in_one_line(tmp_path: Path, args, message):
+    proc = run_attention(args, tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("emotion_lab: error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+
+
+def test_unknown_run_in_an_existing_store(analysed):
+    cwd, _ = analysed
+    proc = run_attention(["run_id=0123456789abcdef"], cwd)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "emotion_lab: error: run_id=0123456789abcdef: no such run" in proc.stderr
+
+
+def test_help_names_the_entry_points(tmp_path: Path):
+    proc = run_attention(["--help"], tmp_path)
+    assert proc.returncode == 0
+    assert "sweep_id=<id>" in proc.stdout and "compare_run_id" in proc.stdout
