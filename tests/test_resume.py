@@ -51,7 +51,7 @@ def _kill_mid_epoch(cwd: Path) -> None:
             if (
                 latest
                 and "epoch-1-" in latest[0].read_text()
-                and "step-00000020" <= latest[0].read_text()
+                and latest[0].read_text() >= "step-00000020"
             ):
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
