@@ -76,9 +76,14 @@ def fit(
         epoch = state.epoch
         sampler.set_epoch(epoch)
         model.train()
-        loader = train_loader
         if state.batches_done:
-            loader = accelerator.skip_first_batches(train_loader, state.batches_done)
+            # The interrupted run drew this epoch's loader seed from the torch RNG before the
+            # checkpoint; drawing it again here would shift every later dropout mask.
+            rng = torch.get_rng_state()
+            loader = iter(accelerator.skip_first_batches(train_loader, state.batches_done))
+            torch.set_rng_state(rng)
+        else:
+            loader = train_loader
         # Losses stay on the device; .item() only at logging intervals (no per-step host sync).
         window_loss = torch.zeros((), device=accelerator.device)
         epoch_loss = torch.zeros((), device=accelerator.device)

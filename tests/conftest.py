@@ -50,6 +50,17 @@ def tracking_uri(cwd: Path) -> str:
     return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"
 
 
+def sweep_runs(cwd: Path) -> tuple[list, list]:
+    """The sweep parent runs and the job runs in the default store under ``cwd``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(cwd))
+    experiment = client.get_experiment_by_name("emotion_lab")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("emotion_lab.role") == "sweep"]
+    return parents, [r for r in runs if r.data.tags.get("emotion_lab.role") == "job"]
+
+
 SMALL_DATA = [
     f"data.path={EMOTION}",
     "data.max_train_samples=96",

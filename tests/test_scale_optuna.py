@@ -10,22 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.artifacts import download_artifacts
-from mlflow.tracking import MlflowClient
 
-from .conftest import SMALL_DATA, run_cli, tracking_uri
+from .conftest import SMALL_DATA, run_cli, sweep_runs, tracking_uri
 
 # Everything but the batch size, which the search picks.
 DATA = [o for o in SMALL_DATA if not o.startswith("trainer.batch_size")]
 TINY = ["model=tiny_gpt2", "init=scratch", "trainer.mixed_precision=no", *DATA]
 TRIALS = 3
-
-
-def _runs(cwd: Path) -> tuple[list, list]:
-    client = MlflowClient(tracking_uri(cwd))
-    experiment = client.get_experiment_by_name("emotion_lab")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags["emotion_lab.role"] == "sweep"]
-    return parents, [r for r in runs if r.data.tags["emotion_lab.role"] == "job"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +29,7 @@ def search(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_trial_is_a_run_in_the_sweep_group(search: Path):
-    parents, jobs = _runs(search)
+    parents, jobs = sweep_runs(search)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(jobs) == TRIALS
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
@@ -47,7 +38,7 @@ def test_every_trial_is_a_run_in_the_sweep_group(search: Path):
 
 
 def test_trials_sample_the_search_space(search: Path):
-    _, jobs = _runs(search)
+    _, jobs = sweep_runs(search)
     for run in jobs:
         p = run.data.params
         assert 1e-5 <= float(p["lr"]) <= 1e-3
@@ -59,7 +50,7 @@ def test_trials_sample_the_search_space(search: Path):
 
 
 def test_the_search_maximised_the_returned_validation_macro_f1(search: Path):
-    _, jobs = _runs(search)
+    _, jobs = sweep_runs(search)
     (sweep_dir,) = (search / "outputs" / "multirun").iterdir()
     found = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     # What each job returned to Optuna is what it logged as its best validation macro-F1.
@@ -68,7 +59,7 @@ def test_the_search_maximised_the_returned_validation_macro_f1(search: Path):
     for key, value in found["best_params"].items():
         assert math.isclose(float(best_run.data.params[key]), float(value), rel_tol=1e-9), key
 
-    parents, _ = _runs(search)
+    parents, _ = sweep_runs(search)
     summary = download_artifacts(
         run_id=parents[0].info.run_id,
         artifact_path="sweep_summary.md",
@@ -88,7 +79,7 @@ def test_failed_trials_are_recorded_and_fail_the_sweep(tmp_path: Path):
     # Both trials ran (a failed trial does not stop the search) and each said why in one line.
     assert proc.stderr.count("emotion_lab: error: data.path=/no/such: no such file") == 2
     assert proc.stdout.count("Failed experiment: data.path=/no/such") == 2  # Optuna's log
-    parents, jobs = _runs(tmp_path)
+    parents, jobs = sweep_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FAILED"
     assert len(jobs) == 2 and {r.info.status for r in jobs} == {"FAILED"}
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.artifacts import download_artifacts
-from mlflow.tracking import MlflowClient
 
-from .conftest import REPO, SMALL_DATA, tracking_uri
+from .conftest import REPO, SMALL_DATA, sweep_runs, tracking_uri
 
 LAUNCHER = ["hydra/launcher=slurm_local", "model=tiny_gpt2", "init=scratch"]
 PRECISION = ["trainer.mixed_precision=no", "trainer.cpu=true"]
@@ -38,14 +37,6 @@ def launch_sweep(args: list[str], cwd: Path) -> tuple[int, subprocess.CompletedP
     return proc.pid, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _runs(cwd: Path) -> tuple[list, list]:
-    client = MlflowClient(tracking_uri(cwd))
-    experiment = client.get_experiment_by_name("emotion_lab")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags["emotion_lab.role"] == "sweep"]
-    return parents, [r for r in runs if r.data.tags["emotion_lab.role"] == "job"]
-
-
 def test_each_job_runs_in_its_own_process_and_reports_to_the_sweep(tmp_path: Path):
     launcher_pid, proc = launch_sweep(["lr=1e-3,3e-3"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -59,7 +50,7 @@ def test_each_job_runs_in_its_own_process_and_reports_to_the_sweep(tmp_path: Pat
     job_pids = {int(p.name) for p in job_dirs}
     assert len(job_pids) == 2 and launcher_pid not in job_pids
 
-    parents, jobs = _runs(tmp_path)
+    parents, jobs = sweep_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     assert len(jobs) == 2 and {r.info.status for r in jobs} == {"FINISHED"}
@@ -96,7 +87,7 @@ def test_tasks_per_node_trains_one_job_on_several_processes(tmp_path: Path):
         "0_result.pkl",
         "1_result.pkl",
     ]
-    _, jobs = _runs(tmp_path)
+    _, jobs = sweep_runs(tmp_path)
     (run,) = jobs  # task 1 computed but did not log
     assert run.data.params["num_processes"] == "2"
     assert run.info.status == "FINISHED"
@@ -108,7 +99,7 @@ def test_a_job_killed_at_its_time_limit_fails_the_sweep_run(tmp_path: Path):
     _, proc = launch_sweep(["hydra.launcher.timeout_min=0"], tmp_path)
     assert proc.returncode != 0
     assert "UncompletedJobError" in proc.stderr
-    parents, jobs = _runs(tmp_path)
+    parents, jobs = sweep_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FAILED"
     assert all(r.info.status != "RUNNING" for r in jobs)
     summary = download_artifacts(
