@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`."""
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench -- --data <dir or hub id>`."""
 
 from __future__ import annotations
 
@@ -29,3 +29,10 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6,<1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Side-by-side training/eval throughput; pass e.g. `-- --data ../shared/data/emotion`."""
+    _install(session)
+    session.run("python", "benchmarks/bench_train.py", *session.posargs)

@@ -133,11 +133,14 @@ def fit(
 
         epoch_train_loss = accelerator.reduce(epoch_loss, "mean").item() / max(epoch_n, 1)
         _check_finite(epoch_train_loss, state.step, scheduler)
+        eval_start = time.perf_counter()
         val = evaluate(accelerator, model, val_loader, label_names, desc="validation")
+        eval_seconds = time.perf_counter() - eval_start
         record = {
             "epoch": epoch,
             "epoch_train_loss": epoch_train_loss,
             "train_samples_per_s": samples * accelerator.num_processes / max(seconds, 1e-9),
+            "val_samples_per_s": val.n / max(eval_seconds, 1e-9),
             **val.scalars("val"),
         }
         state.history.append(record)
