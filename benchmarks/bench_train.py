@@ -149,17 +149,40 @@ def trainer(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def emotion_lab(args: argparse.Namespace) -> dict[str, float]:
+def run_cli(
+    data: str, overrides: list[str], env: dict[str, str] | None = None
+) -> tuple[dict[str, list[float]], float]:
+    """One `python -m emotion_lab` job in a scratch dir: its per-epoch metrics from MLflow (in
+    epoch order) and the child's peak RSS in MB."""
     from mlflow.tracking import MlflowClient
 
+    data = str(Path(data).resolve()) if Path(data).exists() else data
     with tempfile.TemporaryDirectory() as cwd:
-        cmd = [
-            sys.executable,
-            "-m",
-            "emotion_lab",
+        cmd = [sys.executable, "-m", "emotion_lab", f"data.path={data}", *overrides]
+        env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        job = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        if job.returncode:
+            sys.exit(f"{' '.join(cmd)} failed:\n{job.stderr[-3000:]}")
+        client = MlflowClient(f"sqlite:///{cwd}/outputs/mlflow.db")
+        (run,) = client.search_runs([client.get_experiment_by_name("emotion_lab").experiment_id])
+        history = {
+            key: [
+                m.value
+                for m in sorted(
+                    client.get_metric_history(run.info.run_id, key), key=lambda m: m.step
+                )
+            ]
+            for key in ("train_samples_per_s", "val_samples_per_s", "epoch_train_loss")
+        }
+    return history, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def emotion_lab(args: argparse.Namespace) -> dict[str, float]:
+    history, peak_mb = run_cli(
+        args.data,
+        [
             f"model.name_or_path={args.model}",
             "init=scratch",
-            f"data.path={Path(args.data).resolve() if Path(args.data).exists() else args.data}",
             f"data.max_train_samples={args.samples}",
             f"data.max_eval_samples={args.eval_samples}",
             "trainer.epochs=1",
@@ -167,14 +190,13 @@ def emotion_lab(args: argparse.Namespace) -> dict[str, float]:
             "trainer.eval_batch_size=128",
             "tracking.log_model=false",
             f"trainer.cpu={not args.gpu}",
-        ]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
-        client = MlflowClient(f"sqlite:///{cwd}/outputs/mlflow.db")
-        (run,) = client.search_runs([client.get_experiment_by_name("emotion_lab").experiment_id])
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    m = run.data.metrics
-    return {"train": m["train_samples_per_s"], "eval": m["val_samples_per_s"], "peak_mb": usage}
+        ],
+    )
+    return {
+        "train": history["train_samples_per_s"][0],
+        "eval": history["val_samples_per_s"][0],
+        "peak_mb": peak_mb,
+    }
 
 
 VARIANTS = {"a_notebook": notebook, "b_trainer": trainer, "c_emotion_lab": emotion_lab}

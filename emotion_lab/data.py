@@ -206,14 +206,12 @@ def make_loaders(
     batch_size: int,
     eval_batch_size: int,
     seed: int,
-    group_by_length: bool,
+    group_factor: int,
     num_workers: int,
     pad_to_multiple_of: int | None = None,
 ) -> tuple[DataLoader, DataLoader, DataLoader, LengthGroupedBatchSampler]:
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-    sampler = LengthGroupedBatchSampler(
-        splits.train_lengths, batch_size, seed, group_factor=50 if group_by_length else 1
-    )
+    sampler = LengthGroupedBatchSampler(splits.train_lengths, batch_size, seed, group_factor)
     train = DataLoader(
         splits.train, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers
     )

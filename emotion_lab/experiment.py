@@ -24,6 +24,7 @@ from emotion_lab import tracking
 from emotion_lab.checkpoint import Checkpointer, TrainState
 from emotion_lab.config import Config, TrainerConfig
 from emotion_lab.data import make_loaders, tokenize_splits
+from emotion_lab.embedding_grad import reuse_embedding_grad
 from emotion_lab.modeling import build_model, load_tokenizer
 from emotion_lab.optim import build_optimizer, build_scheduler
 from emotion_lab.plots import confusion_matrix_figure
@@ -137,7 +138,16 @@ def _train_and_test(
     with accelerator.main_process_first():
         splits = tokenize_splits(cfg.data, tokenizer, cfg.model.max_length)
     set_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.init, splits.label_names, tokenizer)
+    model = build_model(
+        cfg.model, cfg.init, splits.label_names, tokenizer, cfg.model.attn_implementation
+    )
+    if (
+        cfg.trainer.reuse_embedding_grad
+        and accelerator.device.type == "cpu"
+        and accelerator.num_processes == 1
+        and not cfg.trainer.compile
+    ):
+        reuse_embedding_grad(model)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr)
     train_loader, val_loader, test_loader, sampler = make_loaders(
         splits,
@@ -145,7 +155,7 @@ def _train_and_test(
         batch_size=cfg.trainer.batch_size,
         eval_batch_size=cfg.trainer.eval_batch_size,
         seed=cfg.seed,
-        group_by_length=cfg.trainer.group_by_length,
+        group_factor=cfg.trainer.length_group_factor if cfg.trainer.group_by_length else 1,
         num_workers=cfg.data.num_workers,
         pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None,
     )
@@ -157,6 +167,9 @@ def _train_and_test(
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, test_loader, scheduler
     )
+    if cfg.trainer.compile:
+        # dynamic: batches have as many lengths as the texts, one graph serves them all.
+        model = torch.compile(model, dynamic=True)
     label_names = splits.label_names
     ckpt = Checkpointer(accelerator, TrainState(), ckpt_root, cfg.trainer.checkpoint_every_n_steps)
     if ckpt_root is not None:

@@ -36,7 +36,7 @@ def test_label_names_come_from_the_classlabel(splits):
 
 def test_batches_are_padded_to_their_longest_text_not_to_128(splits, tokenizer):
     train, val, _, _ = make_loaders(
-        splits, tokenizer, 32, 64, seed=0, group_by_length=True, num_workers=0
+        splits, tokenizer, 32, 64, seed=0, group_factor=50, num_workers=0
     )
     for batch in list(train) + list(val):
         lengths = batch["attention_mask"].sum(1)
@@ -56,8 +56,8 @@ def _padding_share(loader) -> float:
 
 
 def test_length_grouping_cuts_padding(splits, tokenizer):
-    grouped, *_ = make_loaders(splits, tokenizer, 32, 64, 0, group_by_length=True, num_workers=0)
-    shuffled, *_ = make_loaders(splits, tokenizer, 32, 64, 0, group_by_length=False, num_workers=0)
+    grouped, *_ = make_loaders(splits, tokenizer, 32, 64, 0, group_factor=50, num_workers=0)
+    shuffled, *_ = make_loaders(splits, tokenizer, 32, 64, 0, group_factor=1, num_workers=0)
     assert _padding_share(grouped) < 0.5 * _padding_share(shuffled)
 
 

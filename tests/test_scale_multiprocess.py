@@ -114,7 +114,7 @@ def _evaluate_in_one_process(model_dir: str) -> tuple[EvalResult, EvalResult]:
     data = DataConfig(path=str(EMOTION), max_train_samples=96, max_eval_samples=EVAL_SAMPLES)
     splits = tokenize_splits(data, tokenizer, max_length=128)
     _, val_loader, test_loader, _ = make_loaders(
-        splits, tokenizer, 16, EVAL_BATCH, seed=42, group_by_length=True, num_workers=0
+        splits, tokenizer, 16, EVAL_BATCH, seed=42, group_factor=16, num_workers=0
     )
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     accelerator = make_accelerator(TrainerConfig(cpu=True, mixed_precision="no"))

@@ -1,0 +1,79 @@
+"""Each speed option of emotion_lab's training path measured on its own: the defaults, then
+one option flipped at a time. Every variant is a real CLI job in its own process, trained for
+two epochs: epoch 1 includes warm-up (and compilation), epoch 2 is the steady state.
+
+    HF_HUB_CACHE=$PWD/../shared/hf-hub HF_HUB_OFFLINE=1 \\
+        python benchmarks/bench_options.py --data ../shared/data/emotion
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from bench_train import run_cli
+
+# Each variant flips one option from the defaults (CLI overrides).
+VARIANTS: dict[str, list[str]] = {
+    "defaults": [],
+    "fp32": ["trainer.mixed_precision=no"],
+    "eager attention": ["model.attn_implementation=eager"],
+    "no length grouping": ["trainer.group_by_length=false"],
+    "mega-batches of 50 batches": ["trainer.length_group_factor=50"],
+    "foreach optimizer": ["optimizer.implementation=foreach"],
+    "for-loop optimizer": ["optimizer.implementation=for_loop"],
+    "dense embedding gradient": ["trainer.reuse_embedding_grad=false"],
+    "2 DataLoader workers": ["data.num_workers=2"],
+    "torch.compile": ["trainer.compile=true"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="dataset dir or hub id")
+    parser.add_argument("--model", default="distilgpt2")
+    parser.add_argument("--samples", type=int, default=640, help="training texts per epoch")
+    parser.add_argument("--eval-samples", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--gpu", action="store_true", help="run on CUDA")
+    parser.add_argument("--only", nargs="*", help="substrings of the variants to run")
+    args = parser.parse_args()
+    base = [
+        f"model.name_or_path={args.model}",
+        "init=scratch",
+        f"data.max_train_samples={args.samples}",
+        f"data.max_eval_samples={args.eval_samples}",
+        "trainer.epochs=2",
+        "trainer.early_stopping_patience=0",
+        f"trainer.batch_size={args.batch_size}",
+        "tracking.log_model=false",
+        f"trainer.cpu={not args.gpu}",
+    ]
+    rows = []
+    for name, overrides in VARIANTS.items():
+        if args.only and name != "defaults" and not any(s in name for s in args.only):
+            continue
+        history, _ = run_cli(args.data, base + overrides)
+        train, evals = history["train_samples_per_s"], history["val_samples_per_s"]
+        rows.append((name, train[0], train[1], evals[1], history["epoch_train_loss"][1]))
+        print(f"{name}: {rows[-1][1:]}", file=sys.stderr, flush=True)
+    where = "GPU" if args.gpu else f"CPU ({os.cpu_count()} cores)"
+    print(
+        f"\n{args.model}, {args.samples} training texts x 2 epochs, {args.eval_samples} eval "
+        f"texts, batch {args.batch_size}, {where}\n"
+    )
+    print(
+        "| variant | train samples/s, epoch 1 | train samples/s, epoch 2 | vs defaults "
+        "| eval samples/s | epoch-2 train loss |"
+    )
+    print("|---|---|---|---|---|---|")
+    ref = rows[0][2]
+    for name, t1, t2, ev, loss in rows:
+        flipped = " ".join(VARIANTS[name]) or "-"
+        print(f"| {name} (`{flipped}`) | {t1:.1f} | {t2:.1f} | {t2 / ref:.2f}x ", end="")
+        print(f"| {ev:.1f} | {loss:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

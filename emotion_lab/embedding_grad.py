@@ -1,0 +1,40 @@
+"""Keep the input-embedding gradient in one reused buffer.
+
+A batch of tweets touches a few hundred of GPT-2's 50257 embedding rows, yet the dense
+backward allocates and zero-fills a fresh 154 MB gradient every step. On CPU that allocation
+is page faults, not arithmetic: about 80 ms of an 800 ms distilgpt2 step (measured, see
+benchmarks/bench_options.py). A sparse backward scattered into one persistent dense buffer
+hands the optimizer the same dense gradient without it. CUDA's caching allocator already
+reuses memory, and DDP expects the gradient layout it was built with, so this is for one
+CPU process.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def reuse_embedding_grad(model: nn.Module) -> bool:
+    """Switch the input embedding to a sparse backward densified into a reused buffer; returns
+    whether the model has a plain ``nn.Embedding`` input layer to switch."""
+    embedding = model.get_input_embeddings()
+    if not isinstance(embedding, nn.Embedding) or embedding.sparse:
+        return False
+    embedding.sparse = True
+    buffer: list[torch.Tensor] = []
+
+    def densify(weight: torch.Tensor) -> None:
+        grad = weight.grad
+        # Dense already: a later micro-batch of an accumulated step added into the buffer.
+        if grad is None or not grad.is_sparse:
+            return
+        if buffer:
+            buffer[0].zero_()
+        else:
+            buffer.append(torch.zeros_like(weight))
+        rows = grad._indices()[0]
+        weight.grad = buffer[0].index_add_(0, rows, grad._values().to(weight.dtype))
+
+    embedding.weight.register_post_accumulate_grad_hook(densify)
+    return True
