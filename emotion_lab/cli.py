@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_lab.config import Config, register_schemas
-from emotion_lab.errors import UserError
+from emotion_lab.config import CONFIG_DIR, Config, register_schemas
 from emotion_lab.launch import (
     export_submitit_distributed_env,
     is_main_launch_process,
     ranks_share_the_sweep,
     register_resolvers,
 )
+from emotion_lab.reporting import quiet_libraries, report_error
 from emotion_lab.sweep import RESULT_FILE, objective_value, read_sweep_file
 
 log = logging.getLogger("emotion_lab")
@@ -32,42 +28,12 @@ register_schemas()
 register_resolvers()
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    for name in ("accelerate", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _report(error: BaseException, debug: bool) -> str:
-    message = str(error).strip() or type(error).__name__
-    if isinstance(error, torch.OutOfMemoryError):
-        message = (
-            "out of memory: lower trainer.batch_size (keep the effective batch with "
-            "trainer.grad_accum_steps) or trainer.eval_batch_size"
-        )
-    elif not isinstance(error, UserError):
-        message = f"{type(error).__name__}: {message.splitlines()[0]}"
-        if not debug:
-            message += " (run with debug=true for the traceback)"
-    if debug:
-        traceback.print_exception(error)
-    print(f"emotion_lab: error: {message}", file=sys.stderr, flush=True)
-    return message
-
-
-# An absolute path: Hydra would otherwise resolve it as a Python package under `python -m`.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(dcfg: DictConfig) -> dict[str, Any] | float:
     from emotion_lab.experiment import JobContext, run_experiment
 
     export_submitit_distributed_env()
-    _quiet_libraries()
+    quiet_libraries()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     output_dir = Path(hc.runtime.output_dir)
@@ -82,7 +48,7 @@ def main(dcfg: DictConfig) -> dict[str, Any] | float:
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
         result |= {"status": "FINISHED", "metrics": run_experiment(cfg, job, resolved)}
     except Exception as e:
-        result |= {"status": "FAILED", "error": _report(e, bool(dcfg.get("debug", False)))}
+        result |= {"status": "FAILED", "error": report_error(e, bool(dcfg.get("debug", False)))}
     if is_main_launch_process():
         (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
     # Ranks in lockstep cannot go on after a failed job: if it failed on some ranks only, or at a

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 from emotion_lab.errors import ConfigError
+
+# The conf/ tree, as an absolute path: under `python -m`, Hydra would resolve a relative one as
+# a Python package.
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 class Init(str, Enum):

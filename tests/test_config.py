@@ -7,8 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from emotion_lab.cli import CONFIG_DIR
-from emotion_lab.config import Config, Init
+from emotion_lab.config import CONFIG_DIR, Config, Init
 from emotion_lab.errors import ConfigError
 
 

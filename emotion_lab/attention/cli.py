@@ -12,8 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.attention.config import AttentionConfig, register_schema
-from emotion_lab.cli import CONFIG_DIR, _quiet_libraries, _report
+from emotion_lab.config import CONFIG_DIR
 from emotion_lab.errors import ConfigError, DataError
+from emotion_lab.reporting import quiet_libraries, report_error
 
 register_schema()
 
@@ -107,10 +108,10 @@ def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="attention")
 def main(dcfg: DictConfig) -> None:
-    _quiet_libraries()
+    quiet_libraries()
     try:
         cfg: AttentionConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
         analyse(cfg, Path(HydraConfig.get().runtime.output_dir))
     except Exception as e:
-        _report(e, bool(dcfg.get("debug", False)))
+        report_error(e, bool(dcfg.get("debug", False)))
         raise SystemExit(1) from None

@@ -7,8 +7,9 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_lab.cli import CONFIG_DIR, _report
 from emotion_lab.compare.config import CompareConfig, register_schema
+from emotion_lab.config import CONFIG_DIR
+from emotion_lab.reporting import report_error
 
 register_schema()
 
@@ -22,7 +23,7 @@ def main(dcfg: DictConfig) -> None:
         cfg: CompareConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
         report = compare(cfg)
     except Exception as e:
-        _report(e, bool(dcfg.get("debug", False)))
+        report_error(e, bool(dcfg.get("debug", False)))
         sys.exit(1)
     # The run name repeats the swept values; the files keep it.
     shown = report.table.drop(columns=["run", *(["error"] if report.failed.empty else [])])

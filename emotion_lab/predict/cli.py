@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_lab.cli import CONFIG_DIR, _quiet_libraries, _report
+from emotion_lab.config import CONFIG_DIR
 from emotion_lab.predict.config import PredictConfig, check, register_schema
 from emotion_lab.predict.texts import check_output, read_texts, with_predictions, write_predictions
+from emotion_lab.reporting import quiet_libraries, report_error
 from emotion_lab.store import open_experiment
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def _quiet() -> None:
     import transformers
 
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    _quiet_libraries()
+    quiet_libraries()
     transformers.utils.logging.disable_progress_bar()
 
 
@@ -110,5 +111,5 @@ def main(dcfg: DictConfig) -> None:
     try:
         run(OmegaConf.to_object(dcfg))  # type: ignore[arg-type]
     except Exception as e:
-        _report(e, bool(dcfg.get("debug", False)))
+        report_error(e, bool(dcfg.get("debug", False)))
         sys.exit(1)

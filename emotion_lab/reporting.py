@@ -1,0 +1,40 @@
+"""What every entry point shares: quiet library logs, and errors reported in one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import torch
+
+from emotion_lab.errors import UserError
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    for name in ("accelerate", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def report_error(error: BaseException, debug: bool) -> str:
+    """Print ``emotion_lab: error: <one line>`` (plus the traceback with ``debug``); returns the
+    line. A UserError's message already says what to do; anything else is named by type."""
+    message = str(error).strip() or type(error).__name__
+    if isinstance(error, torch.OutOfMemoryError):
+        message = (
+            "out of memory: lower trainer.batch_size (keep the effective batch with "
+            "trainer.grad_accum_steps) or trainer.eval_batch_size"
+        )
+    elif not isinstance(error, UserError):
+        message = f"{type(error).__name__}: {message.splitlines()[0]}"
+        if not debug:
+            message += " (run with debug=true for the traceback)"
+    if debug:
+        traceback.print_exception(error)
+    print(f"emotion_lab: error: {message}", file=sys.stderr, flush=True)
+    return message
