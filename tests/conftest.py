@@ -46,6 +46,31 @@ def run_cli(
     )
 
 
+def run_process(
+    cmd: list[str], cwd: Path, timeout: int = 300
+) -> tuple[int, subprocess.CompletedProcess]:
+    """Run ``cmd`` with this checkout's package; returns its pid and result. On timeout it gets
+    SIGTERM first (Accelerate's launcher stops its workers on SIGTERM, not on SIGKILL)."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+        raise
+    return proc.pid, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def tracking_uri(cwd: Path) -> str:
     return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"
 

@@ -10,7 +10,6 @@ Accelerate pads the second process with duplicates that the gathered metrics mus
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from emotion_lab.metrics import EvalResult
 from emotion_lab.modeling import load_tokenizer
 from emotion_lab.train import evaluate
 
-from .conftest import EMOTION, REPO, tracking_uri
+from .conftest import EMOTION, run_process, tracking_uri
 
 EVAL_SAMPLES, EVAL_BATCH = 50, 8  # 6 full batches and one of 2
 DATA = [
@@ -51,24 +50,7 @@ def accelerate_launch(args: list[str], cwd: Path, processes: int) -> subprocess.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
     launch += ["--num_processes", str(processes), "--num_machines", "1", "--main_process_port"]
     launch += ["0", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "emotion_lab"]
-    proc = subprocess.Popen(
-        [*launch, *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        out, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # the launcher stops its workers on SIGTERM (not on SIGKILL)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            proc.kill()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return run_process([*launch, *args], cwd)[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ see the jobs' runs and result files."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.artifacts import download_artifacts
 
-from .conftest import REPO, SMALL_DATA, sweep_runs, tracking_uri
+from .conftest import SMALL_DATA, run_process, sweep_runs, tracking_uri
 
 LAUNCHER = ["hydra/launcher=slurm_local", "model=tiny_gpt2", "init=scratch"]
 PRECISION = ["trainer.mixed_precision=no", "trainer.cpu=true"]
@@ -22,19 +21,8 @@ PRECISION = ["trainer.mixed_precision=no", "trainer.cpu=true"]
 
 def launch_sweep(args: list[str], cwd: Path) -> tuple[int, subprocess.CompletedProcess]:
     """``python -m emotion_lab -m ...``; returns the launching process's pid too."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emotion_lab", "-m", *LAUNCHER, *PRECISION, *SMALL_DATA, *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        out, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    return proc.pid, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    cmd = [sys.executable, "-m", "emotion_lab", "-m", *LAUNCHER, *PRECISION, *SMALL_DATA, *args]
+    return run_process(cmd, cwd)
 
 
 def test_each_job_runs_in_its_own_process_and_reports_to_the_sweep(tmp_path: Path):

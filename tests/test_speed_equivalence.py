@@ -15,7 +15,8 @@ from emotion_lab.data import load_raw
 from emotion_lab.embedding_grad import reuse_embedding_grad
 from emotion_lab.modeling import build_model, load_tokenizer
 from emotion_lab.optim import build_optimizer
-from tests.conftest import EMOTION, run_cli, sweep_runs, tracking_uri
+
+from .conftest import EMOTION, SMALL_DATA, run_cli, sweep_runs, tracking_uri
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 TINY = ModelConfig(config_overrides={"n_layer": 2, "n_head": 2, "n_embd": 32})
@@ -159,3 +160,22 @@ def test_reused_embedding_grad_equals_the_dense_one_and_reuses_its_buffer(tweets
         for (name, a), b in zip(dense.named_parameters(), reused.parameters(), strict=True):
             torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=1e-5, msg=name)
     assert len(pointers) == 1, "the same buffer must serve every step"
+
+
+def test_compiled_training_runs_and_logs_a_loadable_model(tmp_path):
+    from mlflow.artifacts import download_artifacts
+    from safetensors.torch import load_file
+
+    args = ["model=tiny_gpt2", "init=scratch", "trainer.compile=true", *SMALL_DATA]
+    r = run_cli(args, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, (run,) = sweep_runs(tmp_path)
+    assert run.data.params["trainer.compile"] == "True"
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    model_dir = download_artifacts(
+        run_id=run.info.run_id, artifact_path="model", tracking_uri=tracking_uri(tmp_path)
+    )
+    # The compiled wrapper's "_orig_mod." prefix must not leak into the saved weights.
+    weights = load_file(Path(model_dir) / "model.safetensors")
+    assert "transformer.h.1.attn.c_attn.weight" in weights
+    assert not [k for k in weights if "_orig_mod" in k]
