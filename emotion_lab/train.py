@@ -88,6 +88,8 @@ def fit(
         window_loss = torch.zeros((), device=accelerator.device)
         epoch_loss = torch.zeros((), device=accelerator.device)
         window_n = epoch_n = samples = 0
+        # This epoch's training time; checkpoint writes are not training.
+        seconds = 0.0
         start = time.perf_counter()
         bar = tqdm(
             loader,
@@ -125,11 +127,14 @@ def fit(
                 window_loss.zero_()
                 window_n = 0
             if ckpt.step_due():
-                state.train_seconds += time.perf_counter() - start
-                start = time.perf_counter()
+                lap = time.perf_counter() - start
+                seconds += lap
+                state.train_seconds += lap
                 ckpt.save()
-        seconds = time.perf_counter() - start
-        state.train_seconds += seconds
+                start = time.perf_counter()
+        lap = time.perf_counter() - start
+        seconds += lap
+        state.train_seconds += lap
 
         epoch_train_loss = accelerator.reduce(epoch_loss, "mean").item() / max(epoch_n, 1)
         _check_finite(epoch_train_loss, state.step, scheduler)

@@ -33,6 +33,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Pa
             "lr=1e-5,5e-5",
             f"model.name_or_path={tiny_checkpoint}",
             "trainer.mixed_precision=no",
+            "trainer.checkpoint_every_n_steps=2",
             *SMALL_DATA,
         ],
         cwd,
@@ -72,6 +73,9 @@ def test_sweep_logs_four_comparable_runs(sweep: Path):
         ):
             assert key in r.data.metrics, key
         assert 0 <= r.data.metrics["test_accuracy"] <= 1
+        # Throughput covers the whole epoch, across its mid-epoch checkpoints (every 2 steps).
+        m = r.data.metrics
+        assert m["train_samples_per_s"] * m["train_seconds"] == pytest.approx(96, rel=1e-6)
 
 
 def test_sweep_metrics_have_step_history(sweep: Path):
