@@ -8,11 +8,10 @@ two epochs: epoch 1 includes warm-up (and compilation), epoch 2 is the steady st
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from bench_train import run_cli
+from bench_train import arguments, run_cli
 
 # Each variant flips one option from the defaults (CLI overrides).
 VARIANTS: dict[str, list[str]] = {
@@ -30,13 +29,7 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="dataset dir or hub id")
-    parser.add_argument("--model", default="distilgpt2")
-    parser.add_argument("--samples", type=int, default=640, help="training texts per epoch")
-    parser.add_argument("--eval-samples", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--gpu", action="store_true", help="run on CUDA")
+    parser = arguments(__doc__.splitlines()[0], eval_samples=500)
     parser.add_argument("--only", nargs="*", help="substrings of the variants to run")
     args = parser.parse_args()
     base = [

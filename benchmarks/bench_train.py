@@ -202,14 +202,20 @@ def emotion_lab(args: argparse.Namespace) -> dict[str, float]:
 VARIANTS = {"a_notebook": notebook, "b_trainer": trainer, "c_emotion_lab": emotion_lab}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, eval_samples: int) -> argparse.ArgumentParser:
+    """The options every benchmark here shares."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", required=True, help="dataset dir or hub id")
     parser.add_argument("--model", default="distilgpt2")
-    parser.add_argument("--samples", type=int, default=640, help="training texts (one epoch)")
-    parser.add_argument("--eval-samples", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=640, help="training texts per epoch")
+    parser.add_argument("--eval-samples", type=int, default=eval_samples)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--gpu", action="store_true", help="run on CUDA")
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0], eval_samples=1000)
     parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
