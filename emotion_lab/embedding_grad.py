@@ -18,7 +18,10 @@ from torch import nn
 def reuse_embedding_grad(model: nn.Module) -> bool:
     """Switch the input embedding to a sparse backward densified into a reused buffer; returns
     whether the model has a plain ``nn.Embedding`` input layer to switch."""
-    embedding = model.get_input_embeddings()
+    try:
+        embedding = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return False
     if not isinstance(embedding, nn.Embedding) or embedding.sparse:
         return False
     embedding.sparse = True
