@@ -62,8 +62,8 @@ class OptimizerConfig:
     eps: float = 1e-8
     momentum: float = 0.9
     nesterov: bool = False
-    # fused: one kernel for the whole update (measured 7x faster than foreach on CPU for
-    # distilgpt2, see benchmarks/bench_options.py); foreach / for_loop: PyTorch's others.
+    # fused: one kernel for the whole update; on CPU with distilgpt2 the update measured 7x
+    # faster than foreach, the whole step 1.25x (README, "Training speed").
     implementation: str = "fused"
 
     def __post_init__(self) -> None:

@@ -7,8 +7,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from emotion_lab.config import CONFIG_DIR, Config, Init
+from emotion_lab.config import CONFIG_DIR, Config, Init, register_schemas
 from emotion_lab.errors import ConfigError
+
+register_schemas()  # as the entry point does: config.yaml extends the registered schema
 
 
 def load(*overrides: str) -> Config:
@@ -72,6 +74,9 @@ def test_bad_config_is_a_composition_error_naming_the_key(override: str, needle:
         ("trainer.batch_size=0", "trainer.batch_size"),
         ("trainer.monitor=val_acc", "trainer.monitor"),
         ("optimizer.name=lion", "optimizer.name"),
+        ("optimizer.implementation=fast", "optimizer.implementation"),
+        ("model.attn_implementation=flash", "model.attn_implementation"),
+        ("trainer.length_group_factor=0", "trainer.length_group_factor"),
     ],
 )
 def test_out_of_range_values_name_the_key(override: str, key: str):
