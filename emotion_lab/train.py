@@ -88,8 +88,8 @@ def fit(
         window_loss = torch.zeros((), device=accelerator.device)
         epoch_loss = torch.zeros((), device=accelerator.device)
         window_n = epoch_n = samples = 0
-        # This epoch's training time; checkpoint writes are not training.
-        seconds = 0.0
+        # This epoch's training time is what train_seconds gains; checkpoint writes are not in it.
+        trained_before = state.train_seconds
         start = time.perf_counter()
         bar = tqdm(
             loader,
@@ -127,14 +127,11 @@ def fit(
                 window_loss.zero_()
                 window_n = 0
             if ckpt.step_due():
-                lap = time.perf_counter() - start
-                seconds += lap
-                state.train_seconds += lap
+                state.train_seconds += time.perf_counter() - start
                 ckpt.save()
                 start = time.perf_counter()
-        lap = time.perf_counter() - start
-        seconds += lap
-        state.train_seconds += lap
+        state.train_seconds += time.perf_counter() - start
+        seconds = state.train_seconds - trained_before
 
         epoch_train_loss = accelerator.reduce(epoch_loss, "mean").item() / max(epoch_n, 1)
         _check_finite(epoch_train_loss, state.step, scheduler)

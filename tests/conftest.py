@@ -35,22 +35,15 @@ def run_cli(
     args: list[str], cwd: Path, timeout: int = 600, module: str = "emotion_lab"
 ) -> subprocess.CompletedProcess:
     """Run ``python -m emotion_lab`` (or another entry ``module``) as a user would, in ``cwd``."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        # This checkout's package, whichever one is installed.
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    return run_process([sys.executable, "-m", module, *args], cwd, timeout)[1]
 
 
 def run_process(
     cmd: list[str], cwd: Path, timeout: int = 300
 ) -> tuple[int, subprocess.CompletedProcess]:
-    """Run ``cmd`` with this checkout's package; returns its pid and result. On timeout it gets
-    SIGTERM first (Accelerate's launcher stops its workers on SIGTERM, not on SIGKILL)."""
+    """Run ``cmd`` with this checkout's package (whichever one is installed); returns its pid
+    and result. On timeout it gets SIGTERM first (Accelerate's launcher stops its workers on
+    SIGTERM, not on SIGKILL)."""
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
