@@ -54,7 +54,7 @@ def _model(args: argparse.Namespace, attn: str):
     from emotion_lab.modeling import build_model, load_tokenizer
 
     cfg = ModelConfig(name_or_path=args.model)
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = load_tokenizer(cfg.tokenizer_name)
     torch.manual_seed(0)
     labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
     return tokenizer, build_model(cfg, Init.scratch, labels, tokenizer, attn_implementation=attn)

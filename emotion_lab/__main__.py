@@ -1,3 +1,3 @@
-from emotion_lab.cli import main
+from emotion_lab.train.cli import main
 
 main()

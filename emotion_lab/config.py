@@ -43,6 +43,10 @@ class ModelConfig:
     # is only needed to look at them (the attention tools load it themselves).
     attn_implementation: str = "sdpa"
 
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer or self.name_or_path
+
     def __post_init__(self) -> None:
         _require(self.max_length > 0, "model.max_length", self.max_length, "a positive int")
         impls = ("sdpa", "eager")

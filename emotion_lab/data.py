@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from emotion_lab.config import DataConfig
+from emotion_lab.config import DataConfig, TrainerConfig
 from emotion_lab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -203,22 +203,24 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 def make_loaders(
     splits: TokenizedSplits,
     tokenizer: PreTrainedTokenizerBase,
-    batch_size: int,
-    eval_batch_size: int,
+    trainer: TrainerConfig,
+    data: DataConfig,
     seed: int,
-    group_factor: int,
-    num_workers: int,
     pad_to_multiple_of: int | None = None,
 ) -> tuple[DataLoader, DataLoader, DataLoader, LengthGroupedBatchSampler]:
+    """Length-grouped shuffled training batches; evaluation batches in the splits' order."""
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-    sampler = LengthGroupedBatchSampler(splits.train_lengths, batch_size, seed, group_factor)
+    group_factor = trainer.length_group_factor if trainer.group_by_length else 1
+    sampler = LengthGroupedBatchSampler(
+        splits.train_lengths, trainer.batch_size, seed, group_factor
+    )
     train = DataLoader(
-        splits.train, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers
+        splits.train, batch_sampler=sampler, collate_fn=collate, num_workers=data.num_workers
     )
 
     def evaluation(ds: datasets.Dataset) -> DataLoader:
         return DataLoader(
-            ds, batch_size=eval_batch_size, collate_fn=collate, num_workers=num_workers
+            ds, batch_size=trainer.eval_batch_size, collate_fn=collate, num_workers=data.num_workers
         )
 
     return train, evaluation(splits.validation), evaluation(splits.test), sampler

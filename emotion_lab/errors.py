@@ -23,3 +23,9 @@ class TrackingError(UserError):
 
 class TrainingDiverged(UserError):
     pass
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from huggingface_hub import snapshot_download
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -19,7 +15,7 @@ from transformers import (
 )
 
 from emotion_lab.config import Init, ModelConfig
-from emotion_lab.errors import ModelError
+from emotion_lab.errors import ModelError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -34,50 +30,17 @@ def _hub_call(what: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot load the {what} of {name!r}: {first} {_OFFLINE_HINT}") from e
+        raise ModelError(
+            f"cannot load the {what} of {name!r}: {one_line(e)} {_OFFLINE_HINT}"
+        ) from e
 
 
-_PROBE = "i feel happy today"
-
-
-def _from_vocab_files(name: str) -> PreTrainedTokenizerBase | None:
-    """Rebuild a tokenizer from its vocabulary files (vocab.json + merges.txt, vocab.txt, ...),
-    ignoring a tokenizer.json that encodes text to nothing."""
-    local = Path(name).expanduser()
-    if not local.is_dir():
-        patterns = ["*.json", "*.txt", "*.model"]
-        try:
-            local = Path(snapshot_download(name, allow_patterns=patterns))
-        except Exception:
-            return None
-    with tempfile.TemporaryDirectory() as tmp:
-        for f in local.iterdir():
-            if f.name != "tokenizer.json":
-                os.symlink(f.resolve(), Path(tmp) / f.name)
-        try:
-            return AutoTokenizer.from_pretrained(tmp)
-        except (OSError, ValueError, TypeError):
-            return None
-
-
-def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
-    """Load the tokenizer; GPT-2 style tokenizers get pad = eos, padded on the right."""
-    name = cfg.tokenizer or cfg.name_or_path
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer by hub id or local dir; GPT-2 style tokenizers get pad = eos, padded on
+    the right (the classifier pools the last non-pad token, which right padding keeps simple)."""
     tokenizer = _hub_call("tokenizer", name, AutoTokenizer.from_pretrained, name)
-    if not tokenizer(_PROBE)["input_ids"]:
-        # Seen with a distilgpt2 cache whose tokenizer.json has an empty vocabulary.
-        log.warning("The tokenizer.json of %s is empty; rebuilding from its vocab files.", name)
-        tokenizer = _from_vocab_files(name)
-        if tokenizer is None or not tokenizer(_PROBE)["input_ids"]:
-            raise ModelError(
-                f"the tokenizer of {name!r} encodes text to no tokens (its tokenizer.json is "
-                "empty) and could not be rebuilt from vocabulary files. Re-download it, or set "
-                "model.tokenizer to a working tokenizer."
-            )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # The classifier pools the last non-pad token, which right padding keeps simple.
     tokenizer.padding_side = "right"
     return tokenizer
 

@@ -72,11 +72,13 @@ def sweep_runs(cwd: Path) -> tuple[list, list]:
     """The sweep parent runs and the job runs in the default store under ``cwd``."""
     from mlflow.tracking import MlflowClient
 
+    from emotion_lab.store.names import ROLE_JOB, ROLE_SWEEP, ROLE_TAG
+
     client = MlflowClient(tracking_uri(cwd))
     experiment = client.get_experiment_by_name("emotion_lab")
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("emotion_lab.role") == "sweep"]
-    return parents, [r for r in runs if r.data.tags.get("emotion_lab.role") == "job"]
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == ROLE_SWEEP]
+    return parents, [r for r in runs if r.data.tags.get(ROLE_TAG) == ROLE_JOB]
 
 
 SMALL_DATA = [
@@ -97,7 +99,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from emotion_lab.config import ModelConfig
     from emotion_lab.modeling import load_tokenizer
 
-    tokenizer = load_tokenizer(ModelConfig())
+    tokenizer = load_tokenizer(ModelConfig().tokenizer_name)
     config = AutoConfig.from_pretrained("distilgpt2", n_layer=2, n_head=2, n_embd=32)
     model = GPT2LMHeadModel(config)  # a language model without a classification head
     path = tmp_path_factory.mktemp("tiny-gpt2")

@@ -11,8 +11,7 @@ from emotion_lab.config import DataConfig, Init, ModelConfig
 from emotion_lab.data import tokenize_splits
 from emotion_lab.errors import DataError, ModelError
 from emotion_lab.modeling import build_model, load_tokenizer
-
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 FEATURES = datasets.Features(
     {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
@@ -31,7 +30,7 @@ def _good(n: int = 6) -> dict:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(ModelConfig())
+    return load_tokenizer(ModelConfig().tokenizer_name)
 
 
 def test_labels_outside_the_classlabel_range_are_refused(tmp_path: Path, tokenizer):
@@ -61,7 +60,7 @@ def test_model_neither_cached_nor_reachable_says_so():
     with pytest.raises(
         ModelError, match="cannot load the tokenizer of 'no-such-org/no-such-model'"
     ):
-        load_tokenizer(ModelConfig(name_or_path="no-such-org/no-such-model"))
+        load_tokenizer("no-such-org/no-such-model")
 
 
 def test_unwritable_sqlite_store_is_one_line(tmp_path: Path):

@@ -5,17 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emotion_lab.config import DataConfig, ModelConfig
+from emotion_lab.config import DataConfig, ModelConfig, TrainerConfig
 from emotion_lab.data import LengthGroupedBatchSampler, load_raw, make_loaders, tokenize_splits
 from emotion_lab.errors import DataError
 from emotion_lab.modeling import load_tokenizer
-
-from .conftest import EMOTION
+from tests.conftest import EMOTION
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(ModelConfig())
+    return load_tokenizer(ModelConfig().tokenizer_name)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,11 @@ def test_label_names_come_from_the_classlabel(splits):
 
 def test_batches_are_padded_to_their_longest_text_not_to_128(splits, tokenizer):
     train, val, _, _ = make_loaders(
-        splits, tokenizer, 32, 64, seed=0, group_factor=50, num_workers=0
+        splits,
+        tokenizer,
+        TrainerConfig(batch_size=32, eval_batch_size=64, length_group_factor=50),
+        DataConfig(),
+        seed=0,
     )
     for batch in list(train) + list(val):
         lengths = batch["attention_mask"].sum(1)
@@ -45,6 +48,12 @@ def test_batches_are_padded_to_their_longest_text_not_to_128(splits, tokenizer):
         # right padding: real tokens first, padding after
         mask = batch["attention_mask"]
         assert torch.equal(mask, mask.sort(dim=1, descending=True).values)
+
+
+def _trainer(group_by_length: bool) -> TrainerConfig:
+    return TrainerConfig(
+        batch_size=32, eval_batch_size=64, length_group_factor=50, group_by_length=group_by_length
+    )
 
 
 def _padding_share(loader) -> float:
@@ -56,8 +65,8 @@ def _padding_share(loader) -> float:
 
 
 def test_length_grouping_cuts_padding(splits, tokenizer):
-    grouped, *_ = make_loaders(splits, tokenizer, 32, 64, 0, group_factor=50, num_workers=0)
-    shuffled, *_ = make_loaders(splits, tokenizer, 32, 64, 0, group_factor=1, num_workers=0)
+    grouped, *_ = make_loaders(splits, tokenizer, _trainer(group_by_length=True), DataConfig(), 0)
+    shuffled, *_ = make_loaders(splits, tokenizer, _trainer(group_by_length=False), DataConfig(), 0)
     assert _padding_share(grouped) < 0.5 * _padding_share(shuffled)
 
 

@@ -16,7 +16,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_distilgpt2_tokenizer_encodes_real_gpt2_ids_and_pads_with_eos():
-    tok = load_tokenizer(ModelConfig())
+    tok = load_tokenizer(ModelConfig().tokenizer_name)
     assert tok("hello world")["input_ids"] == [31373, 995]
     assert tok.pad_token == tok.eos_token == "<|endoftext|>"
     assert tok.padding_side == "right"
@@ -24,7 +24,7 @@ def test_distilgpt2_tokenizer_encodes_real_gpt2_ids_and_pads_with_eos():
 
 def test_scratch_distilgpt2_has_the_real_architecture_and_dataset_labels():
     cfg = ModelConfig()
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer_name)
     model = build_model(cfg, Init.scratch, LABELS, tok)
     assert type(model).__name__ == "GPT2ForSequenceClassification"
     assert model.config.n_layer == 6 and model.config.n_embd == 768
@@ -36,7 +36,7 @@ def test_scratch_distilgpt2_has_the_real_architecture_and_dataset_labels():
 def test_padding_does_not_change_gpt2_predictions():
     """The classifier pools the last real token, so a padded text scores as it does alone."""
     cfg = ModelConfig(config_overrides={"n_layer": 2, "n_head": 2, "n_embd": 32})
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer_name)
     torch.manual_seed(0)
     model = build_model(cfg, Init.scratch, LABELS, tok).eval()
     short = "i feel happy"
@@ -53,7 +53,7 @@ def test_padding_does_not_change_gpt2_predictions():
 
 def test_minilm_pretrained_loads_the_checkpoint_weights():
     cfg = ModelConfig(name_or_path=MINILM)
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer_name)
     checkpoint = load_file(hf_hub_download(MINILM, "model.safetensors"))
     key = next(k for k in checkpoint if k.endswith("word_embeddings.weight"))
     pretrained = build_model(cfg, Init.pretrained, LABELS, tok)
@@ -66,7 +66,7 @@ def test_minilm_pretrained_loads_the_checkpoint_weights():
 
 def test_pretrained_distilgpt2_offline_says_what_is_missing():
     cfg = ModelConfig()
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer_name)
     with pytest.raises(ModelError) as err:
         build_model(cfg, Init.pretrained, LABELS, tok)
     message = str(err.value)
@@ -77,4 +77,4 @@ def test_pretrained_distilgpt2_offline_says_what_is_missing():
 def test_unknown_config_override_is_a_clear_error():
     cfg = ModelConfig(config_overrides={"n_layers": 2})
     with pytest.raises(ModelError, match="config_overrides.n_layers"):
-        build_model(cfg, Init.scratch, LABELS, load_tokenizer(cfg))
+        build_model(cfg, Init.scratch, LABELS, load_tokenizer(cfg.tokenizer_name))

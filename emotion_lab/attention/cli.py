@@ -48,19 +48,23 @@ def _folder(name: str) -> str:
 def _resolve_runs(cfg: AttentionConfig) -> tuple[Any, list[Any]]:
     """(MLflow client, the runs to analyse); (None, []) when a model id is analysed instead."""
     from emotion_lab.attention import runs
+    from emotion_lab.store.connection import open_client
 
     if not (cfg.run_id or cfg.sweep_id):
         return None, []
-    client = runs.open_store(cfg.tracking.uri)
+    client = open_client(cfg.tracking.uri)
     if cfg.sweep_id:
-        return client, list(runs.sweep_pair(client, cfg.tracking.experiment, cfg.sweep_id))
-    return client, [runs.get_run(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
+        pair, why = runs.sweep_pair(client, cfg.tracking.experiment, cfg.sweep_id)
+        print(why, flush=True)
+        return client, list(pair)
+    return client, [runs.run_ref(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
 
 
 def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
     from emotion_lab.attention import analysis, runs
     from emotion_lab.attention.extract import load_model_config, load_model_dir
     from emotion_lab.attention.tokens import encode_texts
+    from emotion_lab.store.reader import load_logged_model
 
     client, refs = _resolve_runs(cfg)
     texts = sample_texts(cfg)
@@ -73,7 +77,8 @@ def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
             if ref is None:
                 loaded = load_model_config(cfg.model, cfg.init, cfg.seed)
             else:
-                loaded = load_model_dir(runs.download_model(client, ref, Path(tmp)), ref.name)
+                path = load_logged_model(client, ref.run_id, Path(tmp))
+                loaded = load_model_dir(path, ref.name)
             encoded = encode_texts(loaded.tokenizer, texts, cfg.model.max_length)
             folder = output_dir / _folder(loaded.name + (f"-{ref.run_id[:8]}" if ref else ""))
             folder.mkdir(parents=True, exist_ok=True)

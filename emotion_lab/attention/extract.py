@@ -44,7 +44,7 @@ class LoadedModel:
 
 def load_model_dir(path: Path, name: str) -> LoadedModel:
     """A ``save_pretrained`` classifier with its tokenizer, e.g. a run's ``model/`` artifact."""
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(path)))
+    tokenizer = load_tokenizer(str(path))
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation=EAGER)
     except (OSError, ValueError) as e:
@@ -54,7 +54,7 @@ def load_model_dir(path: Path, name: str) -> LoadedModel:
 
 def load_model_config(cfg: ModelConfig, init: Init, seed: int) -> LoadedModel:
     """A model as training builds it; the classification head is new and plays no part."""
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = load_tokenizer(cfg.tokenizer_name)
     torch.manual_seed(seed)
     model = build_model(cfg, init, ["label_0", "label_1"], tokenizer, attn_implementation=EAGER)
     return _ready(f"{init.value}-{Path(cfg.name_or_path).name}", model, tokenizer)

@@ -6,16 +6,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.artifacts import download_artifacts
 from mlflow.entities import Metric
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from emotion_lab.attention.stats import HeadStats
 from emotion_lab.errors import TrackingError
-from emotion_lab.tracking import ROLE_TAG, SWEEP_TAG, one_line, resolve_uri
+from emotion_lab.store import names
+from emotion_lab.store.reader import (
+    SELECTION_RULE,
+    best_run,
+    get_run,
+    search_all,
+    sweep_jobs_query,
+)
 
-PARENT_TAG = "mlflow.parentRunId"
 # MLflow takes at most 1000 metrics per call.
 BATCH = 1000
 
@@ -28,75 +32,45 @@ class RunRef:
     parent_run_id: str | None
 
 
-def open_store(uri: str) -> MlflowClient:
-    """A client of an existing store: opening a missing sqlite file would create an empty one."""
-    resolved = resolve_uri(uri)
-    prefix = "sqlite:///"
-    if resolved.startswith(prefix) and not Path(resolved[len(prefix) :]).is_file():
-        raise TrackingError(
-            f"tracking.uri={uri}: no MLflow store at {resolved[len(prefix) :]}. Run from the "
-            "folder you trained in, or set tracking.uri=sqlite:////abs/path/outputs/mlflow.db."
-        )
-    return MlflowClient(resolved)
-
-
-def get_run(client: MlflowClient, run_id: str) -> RunRef:
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
-        raise TrackingError(
-            f"run_id={run_id}: no such run in tracking.uri={client.tracking_uri} "
-            f"({one_line(e)}). Set tracking.uri to the store the run was logged to."
-        ) from e
+def run_ref(client: MlflowClient, run_id: str) -> RunRef:
+    run = get_run(client, run_id)
     return RunRef(
         run_id,
         run.info.run_name or run_id,
-        run.data.params.get("init"),
-        run.data.tags.get(PARENT_TAG),
+        run.data.params.get(names.INIT_PARAM),
+        run.data.tags.get(names.PARENT_TAG),
     )
 
 
-def sweep_pair(client: MlflowClient, experiment: str, sweep_id: str) -> tuple[RunRef, RunRef]:
-    """The best (by test accuracy) FINISHED scratch and pretrained jobs of a sweep."""
+def sweep_pair(
+    client: MlflowClient, experiment: str, sweep_id: str
+) -> tuple[tuple[RunRef, RunRef], str]:
+    """The best FINISHED scratch and pretrained jobs of a sweep, chosen on validation only
+    (``store.reader.best_run``), and a line that says which and why."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise TrackingError(
             f"tracking.experiment={experiment} does not exist in {client.tracking_uri}."
         )
-    runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.{SWEEP_TAG} = '{sweep_id}' and tags.`{ROLE_TAG}` = 'job' "
-        "and attributes.status = 'FINISHED'",
-    )
-    best = {}
-    for run in runs:
-        init = run.data.params.get("init")
-        score = run.data.metrics.get("test_accuracy", float("-inf"))
-        if init not in best or score > best[init][0]:
-            best[init] = (score, run)
-    if not {"scratch", "pretrained"} <= set(best):
+    runs = search_all(client, found.experiment_id, sweep_jobs_query(sweep_id, finished_only=True))
+    best = {
+        init: best_run([r for r in runs if r.data.params.get(names.INIT_PARAM) == init])
+        for init in ("scratch", "pretrained")
+    }
+    if any(run is None for run in best.values()):
+        inits = sorted({str(r.data.params.get(names.INIT_PARAM)) for r in runs})
         raise TrackingError(
             f"sweep_id={sweep_id}: a comparison needs a FINISHED init=scratch and init=pretrained "
-            f"job; found {len(runs)} finished job(s) with init {sorted(map(str, best))}. "
+            f"job; found {len(runs)} finished job(s) with init {inits}. "
             "Pass run_id=... compare_run_id=... to compare two runs of your choice."
         )
-    return get_run(client, best["scratch"][1].info.run_id), get_run(
-        client, best["pretrained"][1].info.run_id
+    scratch, pretrained = best["scratch"], best["pretrained"]
+    assert scratch is not None and pretrained is not None
+    why = (
+        f"Picked {scratch.info.run_name} and {pretrained.info.run_name}: the best scratch and "
+        f"pretrained jobs of sweep {sweep_id} by the {SELECTION_RULE}."
     )
-
-
-def download_model(client: MlflowClient, run: RunRef, dst: Path) -> Path:
-    if not client.list_artifacts(run.run_id, "model"):
-        raise TrackingError(
-            f"run {run.name} ({run.run_id}) has no model/ artifact: it was trained with "
-            "tracking.log_model=false, or failed before the end."
-        )
-    dst.mkdir(parents=True, exist_ok=True)
-    uri = client.tracking_uri
-    path = download_artifacts(
-        run_id=run.run_id, artifact_path="model", dst_path=str(dst), tracking_uri=uri
-    )
-    return Path(path)
+    return (run_ref(client, scratch.info.run_id), run_ref(client, pretrained.info.run_id)), why
 
 
 def comparison_targets(a: RunRef, b: RunRef) -> list[str]:

@@ -18,6 +18,7 @@ register_schema()
 def main(dcfg: DictConfig) -> None:
     from emotion_lab.compare.report import compare
     from emotion_lab.compare.table import markdown
+    from emotion_lab.store.reader import SELECTION_RULE
 
     try:
         cfg: CompareConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
@@ -31,13 +32,15 @@ def main(dcfg: DictConfig) -> None:
     if report.best is not None:
         b = report.best
         print(
-            f"Best by val_accuracy: job {b.job} {b.run}  val_accuracy {b.val_accuracy:.4f}  "
-            f"test_accuracy {b.test_accuracy:.4f}  run_id {b.run_id}"
+            f"Best by validation: job {b.job} {b.run}  val_accuracy {b.val_accuracy:.4f}  "
+            f"test_accuracy {b.test_accuracy:.4f}  run_id {b.run_id}\n"
+            f"  (chosen by the {SELECTION_RULE})"
         )
     if not report.failed.empty:
         print(f"{len(report.failed)} run(s) did not finish; see the status and error columns.")
     print(f"Wrote {', '.join(p.name for p in report.files)} to {report.output_dir}")
     print("Logged them to the sweep's parent run under compare/ (MLflow UI: Artifacts tab).")
+    print(f"Runs of this sweep in the MLflow UI: {report.ui_url}")
     if report.registered is not None:
         v = report.registered
         print(f"Registered model {v.name!r} version {v.version} from run {v.run_id}.")

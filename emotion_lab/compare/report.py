@@ -17,10 +17,11 @@ from emotion_lab.compare.config import CompareConfig
 from emotion_lab.compare.runs import SweepRuns, read_sweep
 from emotion_lab.compare.table import best_row, markdown, run_table
 from emotion_lab.errors import TrackingError
-from emotion_lab.store import open_experiment
-from emotion_lab.tracking import SWEEP_TAG
+from emotion_lab.store import names
+from emotion_lab.store.connection import open_for_reading, ui_address
+from emotion_lab.store.reader import SELECTION_RULE
 
-ARTIFACT_DIR = "compare"
+ARTIFACT_DIR = names.COMPARE_ARTIFACT_DIR
 TABLE_MD, TABLE_CSV = "runs.md", "runs.csv"
 ACCURACY_PNG, VALIDATION_PNG, TRAIN_LOSS_PNG = "accuracy.png", "val_curves.png", "train_loss.png"
 
@@ -33,6 +34,8 @@ class Report:
     swept: list[str]
     output_dir: Path
     best: pd.Series | None
+    # The MLflow UI's Runs view of this sweep.
+    ui_url: str = ""
     registered: ModelVersion | None = None
     files: list[Path] = field(default_factory=list)
 
@@ -55,8 +58,9 @@ def _summary(sweep: SweepRuns, table: pd.DataFrame, best: pd.Series | None) -> s
     ]
     if best is not None:
         lines += [
-            f"Best by validation accuracy: job {best.job} `{best.run}` (run `{best.run_id}`), "
-            f"val_accuracy {best.val_accuracy:.4f}, test_accuracy {best.test_accuracy:.4f}.",
+            f"Best by validation: job {best.job} `{best.run}` (run `{best.run_id}`), "
+            f"val_accuracy {best.val_accuracy:.4f}, test_accuracy {best.test_accuracy:.4f}. "
+            f"Chosen by the {SELECTION_RULE}.",
             "",
         ]
     lines += [f"![{name}]({name})" for name in (ACCURACY_PNG, VALIDATION_PNG, TRAIN_LOSS_PNG)]
@@ -71,7 +75,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 def write_files(sweep: SweepRuns, table: pd.DataFrame, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    best = best_row(table)
+    best = best_row(sweep, table)
     (out / TABLE_MD).write_text(_summary(sweep, table, best))
     table.to_csv(out / TABLE_CSV, index=False)
     labels = figures.run_labels(table, sweep.swept)
@@ -91,7 +95,7 @@ def register_best(
     """A new version of registered model ``name``, pointing at the best run's ``model/``."""
     if best is None:
         raise TrackingError(f"register=true: sweep {sweep_id} has no finished run to register.")
-    if "model" not in {a.path for a in client.list_artifacts(best.run_id)}:
+    if names.MODEL_ARTIFACT not in {a.path for a in client.list_artifacts(best.run_id)}:
         raise TrackingError(
             f"register=true: the best run {best.run_id} has no model/ artifact "
             "(it was trained with tracking.log_model=false)."
@@ -101,11 +105,11 @@ def register_best(
             client.create_registered_model(name)
         return client.create_model_version(
             name,
-            source=f"{client.get_run(best.run_id).info.artifact_uri}/model",
+            source=f"{client.get_run(best.run_id).info.artifact_uri}/{names.MODEL_ARTIFACT}",
             run_id=best.run_id,
             tags={
-                SWEEP_TAG: sweep_id,
-                "selected_by": "val_accuracy",
+                names.SWEEP_TAG: sweep_id,
+                "selected_by": SELECTION_RULE,
                 "val_accuracy": f"{best.val_accuracy:.4f}",
                 "test_accuracy": f"{best.test_accuracy:.4f}",
             },
@@ -115,7 +119,7 @@ def register_best(
 
 
 def compare(cfg: CompareConfig) -> Report:
-    client, experiment = open_experiment(cfg.tracking)
+    client, experiment = open_for_reading(cfg.tracking)
     sweep = read_sweep(client, experiment.experiment_id, cfg.sweep)
     table = run_table(sweep)
     out = Path(cfg.output_dir or Path(cfg.paths.outputs) / "compare" / sweep.sweep_id)
@@ -124,7 +128,16 @@ def compare(cfg: CompareConfig) -> Report:
     for path in files:
         client.log_artifact(parent_id, str(path), ARTIFACT_DIR)
     report = Report(
-        sweep.sweep_id, parent_id, table, sweep.swept, out, best_row(table), files=files
+        sweep.sweep_id,
+        parent_id,
+        table,
+        sweep.swept,
+        out,
+        best_row(sweep, table),
+        files=files,
+        ui_url=names.sweep_runs_url(
+            ui_address(client.tracking_uri), experiment.experiment_id, sweep.sweep_id
+        ),
     )
     if cfg.register:
         report.registered = register_best(client, report.best, cfg.registered_model, sweep.sweep_id)

@@ -13,7 +13,9 @@ from tqdm import tqdm
 
 from emotion_lab.config import Config
 from emotion_lab.errors import TrackingError
-from emotion_lab.tracking import ROLE_TAG, SWEEP_TAG, flatten
+from emotion_lab.store import names
+from emotion_lab.store.names import ROLE_TAG, SWEEP_TAG, flatten
+from emotion_lab.store.reader import job_num, search_all, sweep_jobs_query
 
 # Per-epoch and per-step series the report plots or summarises.
 HISTORY_KEYS = (
@@ -38,31 +40,11 @@ class SweepRuns:
     swept: list[str]
 
 
-def _search(
-    client: MlflowClient, experiment_id: str, query: str, limit: int | None = None
-) -> list[Run]:
-    """Newest first; every page unless ``limit``."""
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=query,
-            order_by=["attributes.start_time DESC"],
-            max_results=limit or 1000,
-            page_token=token,
-        )
-        runs += list(page)
-        token = page.token
-        if limit or not token:
-            return runs
-
-
 def find_parent(client: MlflowClient, experiment_id: str, sweep: str) -> Run:
     """``latest`` is the newest sweep parent run; anything else is a sweep id."""
-    is_parent = f"tags.`{ROLE_TAG}` = 'sweep'"
+    is_parent = f"tags.`{ROLE_TAG}` = '{names.ROLE_SWEEP}'"
     if sweep == "latest":
-        found = _search(client, experiment_id, is_parent, limit=1)
+        found = search_all(client, experiment_id, is_parent, limit=1)
         if not found:
             raise TrackingError(
                 "sweep=latest: this experiment has no sweep yet. Run one with "
@@ -71,9 +53,9 @@ def find_parent(client: MlflowClient, experiment_id: str, sweep: str) -> Run:
         return found[0]
     query = f"{is_parent} and tags.`{SWEEP_TAG}` = '{sweep}'"
     # A quote cannot be in a sweep id, and would break the filter string.
-    found = [] if "'" in sweep else _search(client, experiment_id, query)
+    found = [] if "'" in sweep else search_all(client, experiment_id, query)
     if not found:
-        recent = _search(client, experiment_id, is_parent, limit=5)
+        recent = search_all(client, experiment_id, is_parent, limit=5)
         ids = ", ".join(r.data.tags.get(SWEEP_TAG, "?") for r in recent) or "none"
         raise TrackingError(f"sweep={sweep}: no such sweep in this experiment (newest: {ids}).")
     return found[0]
@@ -108,11 +90,6 @@ def swept_keys(jobs: list[Run]) -> list[str]:
     return sorted(swept, key=lambda k: ("." in k, _config_rank(k), k))
 
 
-def job_num(run: Run) -> int:
-    value = run.data.tags.get("job_num", "")
-    return int(value) if value.isdigit() else -1
-
-
 def _history(client: MlflowClient, jobs: list[Run]) -> pd.DataFrame:
     rows = [
         (run.info.run_id, key, m.step, m.value)
@@ -126,11 +103,7 @@ def _history(client: MlflowClient, jobs: list[Run]) -> pd.DataFrame:
 def read_sweep(client: MlflowClient, experiment_id: str, sweep: str) -> SweepRuns:
     parent = find_parent(client, experiment_id, sweep)
     sweep_id = parent.data.tags[SWEEP_TAG]
-    jobs = _search(
-        client,
-        experiment_id,
-        f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'job'",
-    )
+    jobs = search_all(client, experiment_id, sweep_jobs_query(sweep_id))
     if not jobs:
         raise TrackingError(f"sweep {sweep_id} has no job runs in MLflow (did it start any?).")
     jobs.sort(key=lambda r: (job_num(r), r.info.start_time))

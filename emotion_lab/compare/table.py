@@ -7,7 +7,9 @@ import math
 import pandas as pd
 from mlflow.entities import Run
 
-from emotion_lab.compare.runs import SweepRuns, job_num
+from emotion_lab.compare.runs import SweepRuns
+from emotion_lab.store import names
+from emotion_lab.store.reader import best_run, job_num
 
 # Validation numbers are those of the best epoch (the one that was tested and logged).
 METRICS = (
@@ -53,7 +55,7 @@ def _row(run: Run, history: pd.DataFrame, swept: list[str]) -> dict[str, object]
         # Mean over the epochs that ran.
         "train_samples_per_s": speed.mean() if not speed.empty else None,
         "run_id": run.info.run_id,
-        "error": run.data.tags.get("error", ""),
+        "error": run.data.tags.get(names.ERROR_TAG, ""),
     }
 
 
@@ -66,11 +68,13 @@ def run_table(sweep: SweepRuns) -> pd.DataFrame:
     return table
 
 
-def best_row(table: pd.DataFrame) -> pd.Series | None:
-    """The finished run with the highest validation accuracy (the test set stays unseen by
-    the choice); the lowest job number wins a tie."""
-    done = table[(table.status == "FINISHED") & table.val_accuracy.notna()]
-    return None if done.empty else done.loc[done.val_accuracy.idxmax()]
+def best_row(sweep: SweepRuns, table: pd.DataFrame) -> pd.Series | None:
+    """The row of the run that validation prefers (``store.reader.SELECTION_RULE``); the test
+    set never takes part in the choice."""
+    run = best_run(sweep.jobs)
+    if run is None:
+        return None
+    return table[table.run_id == run.info.run_id].iloc[0]
 
 
 def _cell(key: str, value: object) -> str:

@@ -17,7 +17,7 @@ from emotion_lab.config import CONFIG_DIR
 from emotion_lab.predict.config import PredictConfig, check, register_schema
 from emotion_lab.predict.texts import check_output, read_texts, with_predictions, write_predictions
 from emotion_lab.reporting import quiet_libraries, report_error
-from emotion_lab.store import open_experiment
+from emotion_lab.store.connection import open_for_reading
 
 if TYPE_CHECKING:
     from emotion_lab.predict.model import Classifier
@@ -95,7 +95,7 @@ def run(cfg: PredictConfig) -> None:
     rows = read_texts(Path(cfg.input), cfg.text_column) if cfg.input else None
     if cfg.output:
         check_output(Path(cfg.output))
-    client, _ = open_experiment(cfg.tracking)
+    client, _ = open_for_reading(cfg.tracking)
     # torch and transformers load only now, so argument mistakes are reported at once.
     from emotion_lab.predict.model import load_from_run
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from tqdm import tqdm
 from transformers import (
@@ -16,12 +15,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from emotion_lab.config import ModelConfig
-from emotion_lab.errors import DataError, ModelError
+from emotion_lab.errors import DataError
 from emotion_lab.modeling import load_tokenizer
-from emotion_lab.store import get_run
-
-MODEL_ARTIFACT = "model"
+from emotion_lab.store import names
+from emotion_lab.store.reader import get_run, load_logged_model
 
 
 @dataclass
@@ -34,23 +31,12 @@ class Classifier:
 
 
 def load_from_run(client: MlflowClient, run_id: str) -> Classifier:
+    path = load_logged_model(client, run_id)
     run = get_run(client, run_id)
-    if MODEL_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
-        why = "it was trained with tracking.log_model=false"
-        if run.info.status != "FINISHED":
-            error = run.data.tags.get("error", "no error tag").rstrip(".")
-            why = f"its status is {run.info.status}: {error}"
-        raise ModelError(
-            f"run {run_id} ({run.info.run_name}) has no {MODEL_ARTIFACT}/ artifact: {why}. "
-            "Pick a finished run from `python -m emotion_lab.compare`."
-        )
-    path = download_artifacts(
-        run_id=run_id, artifact_path=MODEL_ARTIFACT, tracking_uri=client.tracking_uri
-    )
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=path))
+    tokenizer = load_tokenizer(str(path))
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    max_length = int(run.data.params.get("model.max_length", tokenizer.model_max_length))
+    max_length = int(run.data.params.get(names.MAX_LENGTH_PARAM, tokenizer.model_max_length))
     return Classifier(model, tokenizer, labels, max_length)
 
 

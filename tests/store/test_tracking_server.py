@@ -21,9 +21,8 @@ from mlflow.environment_variables import (
 )
 from mlflow.tracking import MlflowClient
 
-from emotion_lab import tracking_server
-
-from .conftest import SMALL_DATA, run_cli
+from emotion_lab.store import server as tracking_server
+from tests.conftest import SMALL_DATA, run_cli
 
 TINY = ["model=tiny_gpt2", "init=scratch", "trainer.mixed_precision=no", *SMALL_DATA]
 STARTUP_TIMEOUT_S = 90

@@ -21,14 +21,13 @@ from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForSequenceClassification
 
-from emotion_lab.config import DataConfig, ModelConfig, TrainerConfig
+from emotion_lab.config import DataConfig, TrainerConfig
 from emotion_lab.data import make_loaders, tokenize_splits
-from emotion_lab.experiment import make_accelerator
-from emotion_lab.metrics import EvalResult
 from emotion_lab.modeling import load_tokenizer
-from emotion_lab.train import evaluate
-
-from .conftest import EMOTION, run_process, tracking_uri
+from emotion_lab.train.job import make_accelerator
+from emotion_lab.train.loop import evaluate
+from emotion_lab.train.metrics import EvalResult
+from tests.conftest import EMOTION, run_process, tracking_uri
 
 EVAL_SAMPLES, EVAL_BATCH = 50, 8  # 6 full batches and one of 2
 DATA = [
@@ -92,11 +91,11 @@ def test_only_the_main_process_logs_and_writes(sweep: Path):
 
 
 def _evaluate_in_one_process(model_dir: str) -> tuple[EvalResult, EvalResult]:
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=model_dir))
+    tokenizer = load_tokenizer(model_dir)
     data = DataConfig(path=str(EMOTION), max_train_samples=96, max_eval_samples=EVAL_SAMPLES)
     splits = tokenize_splits(data, tokenizer, max_length=128)
     _, val_loader, test_loader, _ = make_loaders(
-        splits, tokenizer, 16, EVAL_BATCH, seed=42, group_factor=16, num_workers=0
+        splits, tokenizer, TrainerConfig(batch_size=16, eval_batch_size=EVAL_BATCH), data, seed=42
     )
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     accelerator = make_accelerator(TrainerConfig(cpu=True, mixed_precision="no"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from .conftest import SMALL_DATA, run_cli, sweep_runs, tracking_uri
+from tests.conftest import SMALL_DATA, run_cli, sweep_runs, tracking_uri
 
 
 def test_diverging_job_fails_alone_and_the_summary_names_it(tmp_path: Path):

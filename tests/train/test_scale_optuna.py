@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow.artifacts import download_artifacts
 
-from .conftest import SMALL_DATA, run_cli, sweep_runs, tracking_uri
+from tests.conftest import SMALL_DATA, run_cli, sweep_runs, tracking_uri
 
 # Everything but the batch size, which the search picks.
 DATA = [o for o in SMALL_DATA if not o.startswith("trainer.batch_size")]

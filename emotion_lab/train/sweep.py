@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.errors import UserError
-from emotion_lab.launch import is_main_launch_process
+from emotion_lab.train.launch import is_main_launch_process
 
 SWEEP_FILE = "sweep.json"
 RESULT_FILE = "result.json"
@@ -60,10 +60,24 @@ def swept_overrides(results: list[dict[str, Any]]) -> list[list[str]]:
     return [[o for o in r.get("overrides", []) if o not in common] for r in results]
 
 
+# Validation numbers of each job's kept epoch (what picks a job), then its test numbers.
+SUMMARY_SCORES = ("best_val_accuracy", "best_val_macro_f1", "test_accuracy", "test_macro_f1")
+
+
+def best_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished job that validation prefers, by the rule the reading commands use too."""
+    from emotion_lab.store.reader import selection_key
+
+    done = [r for r in results if r.get("status") == "FINISHED" and r.get("metrics")]
+    if not done:
+        return None
+    done.sort(key=lambda r: r.get("job_num") or 0, reverse=True)
+    return max(done, key=lambda r: selection_key(r["metrics"], r.get("monitor", "val_accuracy")))
+
+
 def summary_table(results: list[dict[str, Any]]) -> str:
-    # The validation score that picked each job's best epoch: what a search compares.
-    best = {k for r in results for k in r.get("metrics") or {} if k.startswith("best_val")}
-    scores = [*(best if len(best) == 1 else ()), "test_accuracy", "test_macro_f1"]
+    present = {k for r in results for k in r.get("metrics") or {}}
+    scores = [k for k in SUMMARY_SCORES if k in present]
     lines = [
         f"| job | swept | status | {' | '.join(scores)} | best_epoch | error |",
         "|---|---|---|" + "---|" * len(scores) + "---|---|",
@@ -99,8 +113,10 @@ class SweepCallback(Callback):
     parent_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from emotion_lab import tracking
         from emotion_lab.config import TrackingConfig
+        from emotion_lab.store import names
+        from emotion_lab.store.connection import open_for_writing, resolve_uri
+        from emotion_lab.store.writer import create_sweep_run
 
         if not is_main_launch_process():
             return
@@ -109,13 +125,15 @@ class SweepCallback(Callback):
         info: dict[str, Any] = {"sweep_id": sweep_dir.name}
         try:
             tracking_cfg: TrackingConfig = OmegaConf.to_object(config.tracking)  # type: ignore[assignment]
-            experiment_id = tracking.setup(tracking_cfg)
+            experiment_id = open_for_writing(tracking_cfg)
         except UserError as e:
             print(f"emotion_lab: error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)
-        info["parent_run_id"] = tracking.create_sweep_run(
-            experiment_id, info["sweep_id"], {"sweep_dir": str(sweep_dir.resolve())}
+        info["parent_run_id"] = create_sweep_run(
+            experiment_id, info["sweep_id"], {names.SWEEP_DIR_TAG: str(sweep_dir.resolve())}
         )
+        info["experiment_id"] = experiment_id
+        info["tracking_uri"] = resolve_uri(tracking_cfg.uri)
         _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
         self.parent_run_id = info["parent_run_id"]
         atexit.register(self._close_abandoned, sweep_dir)
@@ -124,17 +142,19 @@ class SweepCallback(Callback):
         """Hydra skips on_multirun_end when the process exits mid-sweep (a cluster job killed at
         its time limit, a search where no trial finished, a distributed sweep stopped at a failed
         job): don't leave the parent running."""
-        from emotion_lab import tracking
+        from emotion_lab.store.writer import end_sweep_run
 
         if self.parent_run_id is None:
             return
         table = summary_table(collect_results(sweep_dir))
         note = "The sweep stopped before its end: see the error it printed."
-        tracking.end_sweep_run(self.parent_run_id, True, f"{note}\n\n{table}\n")
+        end_sweep_run(self.parent_run_id, True, f"{note}\n\n{table}\n")
         self.parent_run_id = None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from emotion_lab import tracking
+        from emotion_lab.store.connection import ui_address
+        from emotion_lab.store.names import sweep_runs_url
+        from emotion_lab.store.writer import end_sweep_run
 
         if not is_main_launch_process():
             return
@@ -144,13 +164,26 @@ class SweepCallback(Callback):
         failed = [r for r in results if r.get("status") != "FINISHED"]
         table = summary_table(results)
         best = search_summary(sweep_dir, config.get("objective"))
+        chosen = best_result(results)
+        if chosen is not None and not best:
+            monitor = chosen.get("monitor", "val_accuracy")
+            best = (
+                f"Best by validation: job {chosen['job_num']} ({monitor} "
+                f"{chosen['metrics'][f'best_{monitor}']:.4f}; ties broken by val_macro_f1, "
+                "then val_loss)"
+            )
         summary = f"{table}\n\n{best}\n" if best else f"{table}\n"
         if self.parent_run_id is not None:
-            tracking.end_sweep_run(self.parent_run_id, bool(failed), summary)
+            end_sweep_run(self.parent_run_id, bool(failed), summary)
             self.parent_run_id = None
+        link = ""
+        if "experiment_id" in info:
+            ui = ui_address(info["tracking_uri"])
+            url = sweep_runs_url(ui, info["experiment_id"], info["sweep_id"])
+            link = f"Runs in the MLflow UI: {url}\n"
         print(
             f"\nSweep {info['sweep_id']}: {len(results) - len(failed)} finished, "
-            f"{len(failed)} failed\n{summary}",
+            f"{len(failed)} failed\n{summary}{link}",
             end="",
             flush=True,
         )

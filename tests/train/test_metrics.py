@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from emotion_lab.metrics import evaluate_logits
+from emotion_lab.train.metrics import evaluate_logits
 
 
 def _logits_for(pred: list[int], classes: int) -> torch.Tensor:

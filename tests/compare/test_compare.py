@@ -11,7 +11,7 @@ import pytest
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
-from .conftest import SMALL_DATA, run_cli, tracking_uri
+from tests.conftest import SMALL_DATA, run_cli, tracking_uri
 
 COMPARE = "emotion_lab.compare"
 PNG = b"\x89PNG\r\n\x1a\n"

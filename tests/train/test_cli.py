@@ -12,8 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from emotion_lab.config import DataConfig
 from emotion_lab.data import load_raw
-
-from .conftest import EMOTION, SMALL_DATA, run_cli, tracking_uri
+from tests.conftest import EMOTION, SMALL_DATA, run_cli, tracking_uri
 
 
 def _runs(cwd: Path, query: str = "") -> list:

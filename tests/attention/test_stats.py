@@ -32,7 +32,7 @@ def _constructed_gpt2(path: Path) -> Path:
     """One layer, four heads of 32 dims. Token embeddings are zero and position p is one-hot
     in dimension p, so after LayerNorm a token only knows its position. Then:
     head 0 = previous token, head 1 = itself, head 2 = the first token, head 3 = uniform."""
-    tok = load_tokenizer(ModelConfig())
+    tok = load_tokenizer(ModelConfig().tokenizer_name)
     config = AutoConfig.from_pretrained(
         "distilgpt2", n_layer=1, n_head=4, n_embd=128, num_labels=2, pad_token_id=50256
     )
@@ -160,7 +160,7 @@ def test_statistics_do_not_depend_on_padding(tmp_path: Path, name, overrides, sc
     from emotion_lab.modeling import build_model
 
     cfg = ModelConfig(name_or_path=name, config_overrides=overrides)
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer_name)
     torch.manual_seed(0)
     model = build_model(cfg, Init.scratch, ["a", "b"], tok)
     with torch.no_grad():

@@ -10,7 +10,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_gpt2_byte_level_tokens_become_readable_text():
-    tok = load_tokenizer(ModelConfig())
+    tok = load_tokenizer(ModelConfig().tokenizer_name)
     text = "i feel résumé today 😊"
     (enc,) = encode_texts(tok, [text], max_length=32)
     vocab_strings = tok.convert_ids_to_tokens(enc.input_ids)
@@ -27,7 +27,7 @@ def test_gpt2_byte_level_tokens_become_readable_text():
 
 
 def test_bert_word_pieces_and_special_tokens():
-    tok = load_tokenizer(ModelConfig(name_or_path=MINILM))
+    tok = load_tokenizer(MINILM)
     (enc,) = encode_texts(tok, ["snowboarding makes me happy"], max_length=32)
     pieces = tok.convert_ids_to_tokens(enc.input_ids)
     assert pieces[0] == "[CLS]" and pieces[-1] == "[SEP]"
@@ -40,6 +40,6 @@ def test_bert_word_pieces_and_special_tokens():
 
 
 def test_truncation_keeps_labels_aligned():
-    tok = load_tokenizer(ModelConfig())
+    tok = load_tokenizer(ModelConfig().tokenizer_name)
     (enc,) = encode_texts(tok, ["one two three four five six"], max_length=3)
     assert enc.labels == ["one", "two", "three"]

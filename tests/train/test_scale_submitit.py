@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.artifacts import download_artifacts
 
-from .conftest import SMALL_DATA, run_process, sweep_runs, tracking_uri
+from tests.conftest import SMALL_DATA, run_process, sweep_runs, tracking_uri
 
 LAUNCHER = ["hydra/launcher=slurm_local", "model=tiny_gpt2", "init=scratch"]
 PRECISION = ["trainer.mixed_precision=no", "trainer.cpu=true"]

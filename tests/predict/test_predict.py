@@ -14,11 +14,10 @@ from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForSequenceClassification
 
-from emotion_lab.config import DataConfig, ModelConfig
+from emotion_lab.config import DataConfig
 from emotion_lab.data import load_raw
 from emotion_lab.modeling import load_tokenizer
-
-from .conftest import EMOTION, SMALL_DATA, run_cli, tracking_uri
+from tests.conftest import EMOTION, SMALL_DATA, run_cli, tracking_uri
 
 PREDICT = "emotion_lab.predict"
 
@@ -45,7 +44,7 @@ def reference(trained: dict):
         tracking_uri=tracking_uri(trained["cwd"]),
     )
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=path))
+    tokenizer = load_tokenizer(path)
 
     def probs(text: str) -> dict[str, float]:
         with torch.no_grad():

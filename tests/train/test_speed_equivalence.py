@@ -12,11 +12,10 @@ from mlflow.tracking import MlflowClient
 
 from emotion_lab.config import DataConfig, Init, ModelConfig, OptimizerConfig
 from emotion_lab.data import load_raw
-from emotion_lab.embedding_grad import reuse_embedding_grad
 from emotion_lab.modeling import build_model, load_tokenizer
-from emotion_lab.optim import build_optimizer
-
-from .conftest import EMOTION, SMALL_DATA, run_cli, sweep_runs, tracking_uri
+from emotion_lab.train.embedding_grad import reuse_embedding_grad
+from emotion_lab.train.optim import build_optimizer
+from tests.conftest import EMOTION, SMALL_DATA, run_cli, sweep_runs, tracking_uri
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 TINY = ModelConfig(config_overrides={"n_layer": 2, "n_head": 2, "n_embd": 32})
@@ -30,7 +29,7 @@ def tweets() -> tuple[list[str], torch.Tensor]:
 
 
 def _sdpa_and_eager(cfg: ModelConfig, init: Init) -> tuple[torch.nn.Module, torch.nn.Module]:
-    tok = load_tokenizer(cfg)
+    tok = load_tokenizer(cfg.tokenizer_name)
     torch.manual_seed(0)
     sdpa = build_model(cfg, init, LABELS, tok, attn_implementation="sdpa")
     eager = build_model(cfg, init, LABELS, tok, attn_implementation="eager")
@@ -45,7 +44,7 @@ def _sdpa_and_eager(cfg: ModelConfig, init: Init) -> tuple[torch.nn.Module, torc
 )
 def test_sdpa_and_eager_give_the_same_predictions_and_gradients(cfg, init, tweets):
     texts, labels = tweets
-    batch = load_tokenizer(cfg)(texts, padding=True, return_tensors="pt")
+    batch = load_tokenizer(cfg.tokenizer_name)(texts, padding=True, return_tensors="pt")
     assert (batch["attention_mask"] == 0).any(), "the batch must carry padding"
     outputs = []
     for model in _sdpa_and_eager(cfg, init):
@@ -65,7 +64,7 @@ def test_sdpa_and_eager_give_the_same_predictions_and_gradients(cfg, init, tweet
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
 def test_optimizer_implementations_take_the_same_steps(name, tweets):
     texts, labels = tweets
-    tok = load_tokenizer(TINY)
+    tok = load_tokenizer(TINY.tokenizer_name)
     torch.manual_seed(0)
     reference = build_model(TINY, Init.scratch, LABELS, tok).eval()
     batches = [tok(texts[i : i + 16], padding=True, return_tensors="pt") for i in (0, 16, 32)]
@@ -141,7 +140,7 @@ def test_length_grouping_keeps_the_loss_curve(tmp_path):
 
 def test_reused_embedding_grad_equals_the_dense_one_and_reuses_its_buffer(tweets):
     texts, labels = tweets
-    tok = load_tokenizer(TINY)
+    tok = load_tokenizer(TINY.tokenizer_name)
     torch.manual_seed(0)
     dense = build_model(TINY, Init.scratch, LABELS, tok).eval()
     reused = copy.deepcopy(dense)

@@ -13,14 +13,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.config import CONFIG_DIR, Config, register_schemas
-from emotion_lab.launch import (
+from emotion_lab.reporting import quiet_libraries, report_error
+from emotion_lab.train.launch import (
     export_submitit_distributed_env,
     is_main_launch_process,
     ranks_share_the_sweep,
     register_resolvers,
 )
-from emotion_lab.reporting import quiet_libraries, report_error
-from emotion_lab.sweep import RESULT_FILE, objective_value, read_sweep_file
+from emotion_lab.train.sweep import RESULT_FILE, objective_value, read_sweep_file
 
 log = logging.getLogger("emotion_lab")
 
@@ -30,7 +30,7 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(dcfg: DictConfig) -> dict[str, Any] | float:
-    from emotion_lab.experiment import JobContext, run_experiment
+    from emotion_lab.train.job import JobContext, run_experiment
 
     export_submitit_distributed_env()
     quiet_libraries()
@@ -42,7 +42,11 @@ def main(dcfg: DictConfig) -> dict[str, Any] | float:
         sweep = read_sweep_file(Path(hc.sweep.dir))
         job.sweep_id, job.parent_run_id = sweep["sweep_id"], sweep.get("parent_run_id")
         job.job_num = hc.job.num
-    result: dict[str, Any] = {"overrides": job.overrides, "job_num": job.job_num}
+    result: dict[str, Any] = {
+        "overrides": job.overrides,
+        "job_num": job.job_num,
+        "monitor": dcfg.trainer.monitor,
+    }
     try:
         cfg: Config = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)

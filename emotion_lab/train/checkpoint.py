@@ -63,6 +63,8 @@ class Checkpointer:
         self.root = root
         self.every_n_steps = every_n_steps
         accelerator.register_for_checkpointing(state)
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
 
     @property
     def enabled(self) -> bool:

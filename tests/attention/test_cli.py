@@ -13,7 +13,7 @@ import pytest
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
-from .conftest import EMOTION, REPO, SMALL_DATA, run_cli, tracking_uri
+from tests.conftest import EMOTION, REPO, SMALL_DATA, run_cli, tracking_uri
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

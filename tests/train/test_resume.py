@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import EMOTION, REPO, run_cli, sweep_runs, tracking_uri
+from tests.conftest import EMOTION, REPO, run_cli, sweep_runs, tracking_uri
 
 ARGS = [
     "model=tiny_gpt2",

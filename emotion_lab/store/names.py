@@ -1,0 +1,79 @@
+"""The MLflow contract: every tag, param and artifact name that training writes and the reading
+commands (compare, predict, attention) look up. Defined here once, used by name everywhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+# Tags of every run this project creates.
+ROLE_TAG = "emotion_lab.role"
+ROLE_JOB = "job"
+ROLE_SWEEP = "sweep"
+SWEEP_TAG = "sweep_id"
+# MLflow's own tag that nests a job under its sweep's parent run in the UI.
+PARENT_TAG = "mlflow.parentRunId"
+
+# Tags of a job run.
+# Hash of the config that defines a job; reruns with resume=true find their run by it.
+JOB_KEY_TAG = "job_key"
+JOB_NUM_TAG = "job_num"
+INIT_TAG = "init"
+MODEL_TAG = "model"
+OVERRIDES_TAG = "overrides"
+LABEL_NAMES_TAG = "label_names"
+CHECKPOINT_DIR_TAG = "checkpoint_dir"
+RESUME_COUNT_TAG = "resume_count"
+# Why a run ended FAILED or KILLED, in one line.
+ERROR_TAG = "error"
+
+# Tags of a sweep's parent run.
+SWEEP_DIR_TAG = "sweep_dir"
+
+# Params: the flattened resolved config (``flatten``), so a config key is its param name.
+INIT_PARAM = "init"
+MAX_LENGTH_PARAM = "model.max_length"
+MONITOR_PARAM = "trainer.monitor"
+
+# Metrics a job logs once, at its end: the monitored score of the epoch it kept (best_<monitor>).
+BEST_PREFIX = "best_"
+BEST_EPOCH_METRIC = "best_epoch"
+
+# Artifacts of a job run.
+MODEL_ARTIFACT = "model"
+CONFIG_ARTIFACT = "config.yaml"
+CONFUSION_ARTIFACT = "confusion_matrix.png"
+REPORT_TXT_ARTIFACT = "classification_report.txt"
+REPORT_JSON_ARTIFACT = "classification_report.json"
+# Artifacts of a sweep's parent run.
+SWEEP_SUMMARY_ARTIFACT = "sweep_summary.md"
+COMPARE_ARTIFACT_DIR = "compare"
+
+
+def sweep_runs_url(ui: str, experiment_id: str, sweep_id: str) -> str:
+    """The MLflow UI's Runs view filtered to one sweep (its parent and its jobs).
+
+    MLflow 3.17 opens every experiment in its GenAI (traces) view unless the URL asks for
+    ``workflowType=machine_learning``; experiment tags do not change that.
+    """
+    search = quote(f"tags.{SWEEP_TAG} = '{sweep_id}'", safe="")
+    return (
+        f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&searchFilter={search}"
+    )
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become their JSON text."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + ".") if value else {name: "{}"})
+        elif isinstance(value, list | tuple):
+            flat[name] = json.dumps(list(value))
+        else:
+            flat[name] = value
+    return flat

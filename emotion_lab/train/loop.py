@@ -1,0 +1,210 @@
+"""The training loop: epochs of accumulated, clipped, mixed-precision steps; at each epoch's end
+validation, early stopping and the best weights kept; checkpoints all along.
+
+``fit`` is the whole story in one screen; ``train_epoch`` and ``end_epoch`` are its two halves.
+Progress lives in ``ckpt.state``, so a restored checkpoint continues mid-epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from emotion_lab.config import TrainerConfig
+from emotion_lab.data import LengthGroupedBatchSampler
+from emotion_lab.errors import TrainingDiverged
+from emotion_lab.train.checkpoint import Checkpointer, TrainState
+from emotion_lab.train.metrics import EvalResult, evaluate_logits
+
+# Logs metrics at an optimizer step: the run logger's ``metrics``, or anything alike.
+LogMetrics = Callable[[Mapping[str, float], int], None]
+
+
+@dataclass
+class Training:
+    """What the loop trains with, prepared by Accelerate."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    sampler: LengthGroupedBatchSampler
+    label_names: list[str]
+
+
+def fit(
+    accelerator: Accelerator,
+    t: Training,
+    cfg: TrainerConfig,
+    log_metrics: LogMetrics,
+    ckpt: Checkpointer,
+) -> dict[str, torch.Tensor]:
+    """Train until the last epoch or an early stop; returns the best epoch's weights."""
+    best_weights = ckpt.load_best()
+    while not ckpt.state.finished:
+        record = train_epoch(accelerator, t, cfg, log_metrics, ckpt)
+        best_weights = end_epoch(accelerator, t, cfg, log_metrics, ckpt, record) or best_weights
+        ckpt.save()
+    return best_weights
+
+
+def train_epoch(
+    accelerator: Accelerator,
+    t: Training,
+    cfg: TrainerConfig,
+    log_metrics: LogMetrics,
+    ckpt: Checkpointer,
+) -> dict[str, float]:
+    """The rest of the current epoch (all of it, or what a resumed checkpoint left)."""
+    state = ckpt.state
+    t.sampler.set_epoch(state.epoch)
+    t.model.train()
+    loader = t.train_loader
+    if state.batches_done:
+        loader = accelerator.skip_first_batches(t.train_loader, state.batches_done)
+    # Losses stay on the device; .item() only at logging intervals (no per-step host sync).
+    window_loss = torch.zeros((), device=accelerator.device)
+    epoch_loss = torch.zeros((), device=accelerator.device)
+    window_n = epoch_n = samples = 0
+    # This epoch's training time is what train_seconds gains; checkpoint writes are not in it.
+    trained_before = state.train_seconds
+    start = time.perf_counter()
+    bar = tqdm(
+        loader,
+        desc=f"epoch {state.epoch}/{cfg.epochs}",
+        unit="batch",
+        initial=state.batches_done,
+        total=len(t.train_loader),
+        disable=not accelerator.is_local_main_process,
+    )
+    for batch in bar:
+        with accelerator.accumulate(t.model):
+            loss = t.model(**batch).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(t.model.parameters(), cfg.max_grad_norm)
+            t.optimizer.step()
+            t.scheduler.step()
+            t.optimizer.zero_grad(set_to_none=True)
+        window_loss += loss.detach()
+        epoch_loss += loss.detach()
+        window_n += 1
+        epoch_n += 1
+        samples += batch["labels"].shape[0]
+        state.batches_done += 1
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        if state.step % cfg.log_every_n_steps == 0:
+            train_loss = accelerator.reduce(window_loss, "mean").item() / window_n
+            _check_finite(train_loss, state.step, t.scheduler)
+            log_metrics({"train_loss": train_loss, "lr": t.scheduler.get_last_lr()[0]}, state.step)
+            bar.set_postfix(loss=f"{train_loss:.4f}")
+            window_loss.zero_()
+            window_n = 0
+        if ckpt.step_due():
+            state.train_seconds += time.perf_counter() - start
+            ckpt.save()
+            start = time.perf_counter()
+    state.train_seconds += time.perf_counter() - start
+    seconds = state.train_seconds - trained_before
+    epoch_train_loss = accelerator.reduce(epoch_loss, "mean").item() / max(epoch_n, 1)
+    _check_finite(epoch_train_loss, state.step, t.scheduler)
+    return {
+        "epoch": state.epoch,
+        "epoch_train_loss": epoch_train_loss,
+        "train_samples_per_s": samples * accelerator.num_processes / max(seconds, 1e-9),
+    }
+
+
+def end_epoch(
+    accelerator: Accelerator,
+    t: Training,
+    cfg: TrainerConfig,
+    log_metrics: LogMetrics,
+    ckpt: Checkpointer,
+    record: dict[str, float],
+) -> dict[str, torch.Tensor] | None:
+    """Validate, record, keep the weights if they are the best so far (returned), early-stop."""
+    state = ckpt.state
+    start = time.perf_counter()
+    val = evaluate(accelerator, t.model, t.val_loader, t.label_names, desc="validation")
+    record |= {"val_samples_per_s": val.n / max(time.perf_counter() - start, 1e-9)}
+    record |= val.scalars("val")
+    state.history.append(record)
+    log_metrics(record, state.step)
+    if accelerator.is_local_main_process:
+        tqdm.write(
+            f"epoch {state.epoch}: train_loss {record['epoch_train_loss']:.4f}  "
+            f"val_loss {val.loss:.4f}  val_accuracy {val.accuracy:.4f}  "
+            f"val_macro_f1 {val.macro_f1:.4f}  ({record['train_samples_per_s']:.0f} samples/s)"
+        )
+    best_weights = None
+    if _improved(cfg.monitor, record[cfg.monitor], state.best_score):
+        state.best_epoch, state.best_score, state.stale = state.epoch, record[cfg.monitor], 0
+        weights = accelerator.unwrap_model(t.model).state_dict()
+        best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+        ckpt.save_best(best_weights)
+    else:
+        state.stale += 1
+    state.epoch, state.batches_done = state.epoch + 1, 0
+    patience = cfg.early_stopping_patience
+    if (patience and state.stale >= patience) or state.epoch > cfg.epochs:
+        state.finished = True
+        if accelerator.is_local_main_process and state.epoch <= cfg.epochs:
+            tqdm.write(f"early stopping: no {cfg.monitor} gain in {state.stale} epochs")
+    return best_weights
+
+
+def best_epoch_record(state: TrainState) -> dict[str, float]:
+    """The history entry of the epoch that was kept."""
+    return next(r for r in state.history if r["epoch"] == state.best_epoch)
+
+
+@torch.no_grad()
+def predict(
+    accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, desc: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of the whole split, gathered across processes without duplicates."""
+    model.eval()
+    logits, labels = [], []
+    for batch in tqdm(
+        loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process
+    ):
+        out = model(**batch).logits
+        out, y = accelerator.gather_for_metrics((out, batch["labels"]))
+        logits.append(out.float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loader: DataLoader,
+    label_names: list[str],
+    desc: str,
+) -> EvalResult:
+    return evaluate_logits(*predict(accelerator, model, loader, desc), label_names)
+
+
+def _improved(monitor: str, score: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return score < best if monitor == "val_loss" else score > best
+
+
+def _check_finite(loss: float, step: int, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training diverged: train loss is {loss} at step {step} "
+            f"(lr {scheduler.get_last_lr()[0]:.3g}). Lower lr, or keep trainer.max_grad_norm > 0."
+        )
