@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from emotion_lab.errors import ConfigError
+from emotion_lab.store.names import BEST_PREFIX
 
 # The conf/ tree, as an absolute path: under `python -m`, Hydra would resolve a relative one as
 # a Python package.
@@ -34,14 +35,15 @@ def _require(ok: bool, key: str, value: Any, expected: str) -> None:
 @dataclass
 class ModelConfig:
     name_or_path: str = "distilgpt2"
-    # Tokenizer id or dir; None means the model's own.
+    """Any hub id or local dir that AutoModelForSequenceClassification can load."""
     tokenizer: str | None = None
-    # Architecture overrides applied to the model config (e.g. a tiny GPT-2 for fast runs).
+    """Tokenizer hub id or dir; null = the model's own."""
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    """Architecture fields set on the model config, e.g. a tiny GPT-2 (init=scratch only)."""
     max_length: int = 128
-    # sdpa: fused attention kernels for training. eager materialises attention weights; it
-    # is only needed to look at them (the attention tools load it themselves).
+    """Truncation length in tokens; batches are padded to their own longest text, not to this."""
     attn_implementation: str = "sdpa"
+    """sdpa (fused kernels, for training) or eager (materialises the attention weights)."""
 
     @property
     def tokenizer_name(self) -> str:
@@ -61,14 +63,19 @@ class ModelConfig:
 @dataclass
 class OptimizerConfig:
     name: str = "adamw"
+    """adamw, adam or sgd (pick with the optimizer group: optimizer=adam)."""
     weight_decay: float = 0.01
+    """Decoupled weight decay (AdamW) or L2 penalty (Adam, SGD)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam's moment decay rates."""
     eps: float = 1e-8
+    """Adam's denominator epsilon."""
     momentum: float = 0.9
+    """SGD momentum."""
     nesterov: bool = False
-    # fused: one kernel for the whole update; on CPU with distilgpt2 the update measured 7x
-    # faster than foreach, the whole step 1.25x (README, "Training speed").
+    """SGD with Nesterov momentum."""
     implementation: str = "fused"
+    """fused (one kernel per update, fastest: docs/benchmarks.md), foreach or for_loop."""
 
     def __post_init__(self) -> None:
         names = ("adamw", "adam", "sgd")
@@ -92,16 +99,25 @@ class OptimizerConfig:
 @dataclass
 class DataConfig:
     path: str = "dair-ai/emotion"
-    # Dataset configuration name on the hub (dair-ai/emotion has "split" and "unsplit").
+    """Hub id or local dataset dir."""
     name: str | None = "split"
+    """Dataset configuration name on the hub (dair-ai/emotion has split and unsplit)."""
     text_column: str = "text"
+    """Column holding the texts."""
     label_column: str = "label"
+    """Column holding the labels (a ClassLabel: names and count come from it)."""
     train_split: str = "train"
+    """Split trained on."""
     eval_split: str = "validation"
+    """Split that picks the best epoch and the best run."""
     test_split: str = "test"
+    """Split the best epoch is tested on."""
     max_train_samples: int | None = None
+    """Training subset size; null = all."""
     max_eval_samples: int | None = None
+    """Validation and test subset size; null = all."""
     num_workers: int = 0
+    """DataLoader worker processes (0 is fastest: tokenization happens once, before training)."""
 
     def __post_init__(self) -> None:
         for key in ("max_train_samples", "max_eval_samples"):
@@ -113,31 +129,41 @@ class DataConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 5
+    """Maximum training epochs."""
     batch_size: int = 32
+    """Training batch size per process."""
     eval_batch_size: int = 128
+    """Validation and test batch size."""
     grad_accum_steps: int = 1
+    """Micro-batches per optimizer step (Accelerate's accumulate)."""
     max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 = no clipping."""
     warmup_ratio: float = 0.1
+    """Share of the steps with linear warmup."""
     scheduler: str = "linear"
-    # auto: bf16 where the hardware has it (CUDA bf16, CPU with AMX/AVX512-BF16), else fp32.
+    """linear, cosine or constant after the warmup."""
     mixed_precision: str = "auto"
-    # Stop after this many epochs without improvement of `monitor`; 0 disables.
+    """auto (bf16 where the hardware runs it natively, else fp32), no, bf16 or fp16."""
     early_stopping_patience: int = 2
+    """Stop after this many epochs without a better monitor value; 0 = never."""
     monitor: str = "val_accuracy"
+    """val_accuracy, val_macro_f1 or val_loss: picks the best epoch (and the best run)."""
     log_every_n_steps: int = 20
+    """Optimizer steps between train_loss points."""
     group_by_length: bool = True
-    # Texts are sorted by length within mega-batches of this many batches: more cuts more
-    # padding but makes batches less random (see README, "Speed").
+    """Batches of similar-length texts (less padding; docs/benchmarks.md)."""
     length_group_factor: int = 16
-    # torch.compile the model: minutes of compilation, measured no faster on CPU (see README).
+    """Sort by length within mega-batches of this many batches: more = less padding, less random."""
     compile: bool = False
-    # One CPU process: scatter the sparse embedding gradient into a reused buffer instead of
-    # allocating a fresh dense one each step (see emotion_lab/embedding_grad.py).
+    """torch.compile the model (dynamic shapes)."""
     reuse_embedding_grad: bool = True
+    """One CPU process: the embedding gradient goes into one reused buffer, not a fresh one."""
     cpu: bool = False
-    # Checkpoints (for resume=true) at epoch ends and every N optimizer steps (0 = epoch ends).
+    """Train on the CPU even where a GPU is present."""
     checkpointing: bool = True
+    """Write checkpoints, so resume=true can continue an interrupted job."""
     checkpoint_every_n_steps: int = 200
+    """Optimizer steps between checkpoints, besides one at every epoch end; 0 = epoch ends only."""
 
     def __post_init__(self) -> None:
         _require(self.epochs > 0, "trainer.epochs", self.epochs, "a positive int")
@@ -178,17 +204,20 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    # MLflow tracking URI; the default is an sqlite store under paths.outputs.
     uri: str = "sqlite:///outputs/mlflow.db"
+    """MLflow store: an sqlite file, or a tracking server (http://host:5000)."""
     experiment: str = "emotion_lab"
-    # Where new experiments keep artifacts; null = next to the sqlite store, or the server's.
+    """MLflow experiment name."""
     artifact_location: str | None = None
+    """Where a new experiment keeps artifacts; null = beside the sqlite store, or the server's."""
     log_model: bool = True
+    """Log the best epoch's model (weights and tokenizer) as the run's model/ artifact."""
 
 
 @dataclass
 class PathsConfig:
     outputs: str = "outputs"
+    """Folder for Hydra's run folders, checkpoints and the default store (relative to the cwd)."""
 
 
 @dataclass
@@ -200,19 +229,21 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     init: Init = Init.pretrained
+    """scratch (fresh weights from the model config) or pretrained (the checkpoint's weights)."""
     lr: float = 5e-5
+    """Peak learning rate."""
     seed: int = 42
-    # Continue this job's interrupted MLflow run from its last checkpoint; skip it if finished.
+    """Seed of the weights, dropout and data order."""
     resume: bool = False
-    # Show full tracebacks instead of one-line errors.
+    """Continue interrupted jobs of the same config in their MLflow run; skip finished ones."""
     debug: bool = False
-    # The metric a job returns to an optimising sweeper (Optuna); null returns the result dict.
-    # Only the best epoch's validation score qualifies: a search must never see the test set.
+    """Full tracebacks instead of one-line errors."""
     objective: str | None = None
+    """Metric a job returns to an optimising sweeper: null, or best_<trainer.monitor>."""
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "lr", self.lr, "a positive float")
-        best = f"best_{self.trainer.monitor}"
+        best = f"{BEST_PREFIX}{self.trainer.monitor}"
         _require(
             self.objective in (None, best),
             "objective",

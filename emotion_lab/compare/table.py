@@ -13,7 +13,7 @@ from emotion_lab.store.reader import best_run, job_num
 
 # Validation numbers are those of the best epoch (the one that was tested and logged).
 METRICS = (
-    "best_epoch",
+    names.BEST_EPOCH_METRIC,
     "val_accuracy",
     "val_macro_f1",
     "test_accuracy",
@@ -21,7 +21,7 @@ METRICS = (
     "wall_seconds",
     "train_samples_per_s",
 )
-_DECIMALS = {"best_epoch": 0, "wall_seconds": 1, "train_samples_per_s": 1}
+_DECIMALS = {names.BEST_EPOCH_METRIC: 0, "wall_seconds": 1, "train_samples_per_s": 1}
 
 
 def _at_best_epoch(history: pd.DataFrame, best_epoch: float | None) -> dict[str, float]:
@@ -38,7 +38,7 @@ def _at_best_epoch(history: pd.DataFrame, best_epoch: float | None) -> dict[str,
 
 def _row(run: Run, history: pd.DataFrame, swept: list[str]) -> dict[str, object]:
     metrics = run.data.metrics
-    best = metrics.get("best_epoch")
+    best = metrics.get(names.BEST_EPOCH_METRIC)
     at_best = _at_best_epoch(history, best)
     speed = history["value"][history["key"] == "train_samples_per_s"]
     return {
@@ -46,7 +46,7 @@ def _row(run: Run, history: pd.DataFrame, swept: list[str]) -> dict[str, object]
         "run": run.info.run_name,
         "status": run.info.status,
         **{key: run.data.params.get(key, "") for key in swept},
-        "best_epoch": best,
+        names.BEST_EPOCH_METRIC: best,
         "val_accuracy": at_best.get("val_accuracy"),
         "val_macro_f1": at_best.get("val_macro_f1"),
         "test_accuracy": metrics.get("test_accuracy"),

@@ -92,8 +92,9 @@ def best_run(runs: Sequence[Run]) -> Run | None:
     done = [r for r in runs if r.info.status == "FINISHED"]
     if not done:
         return None
+    # max keeps the first of equal keys: the lowest job number.
     return max(
-        sorted(done, key=job_num, reverse=True),
+        sorted(done, key=job_num),
         key=lambda r: selection_key(r.data.metrics, monitor_of(r)),
     )
 

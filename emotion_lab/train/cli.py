@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_lab import options
 from emotion_lab.config import CONFIG_DIR, Config, register_schemas
 from emotion_lab.reporting import quiet_libraries, report_error
 from emotion_lab.train.launch import (
@@ -26,6 +27,7 @@ log = logging.getLogger("emotion_lab")
 
 register_schemas()
 register_resolvers()
+options.register_resolver()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

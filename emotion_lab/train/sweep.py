@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.errors import UserError
+from emotion_lab.store.names import BEST_EPOCH_METRIC, BEST_PREFIX
 from emotion_lab.train.launch import is_main_launch_process
 
 SWEEP_FILE = "sweep.json"
@@ -71,7 +72,7 @@ def best_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     done = [r for r in results if r.get("status") == "FINISHED" and r.get("metrics")]
     if not done:
         return None
-    done.sort(key=lambda r: r.get("job_num") or 0, reverse=True)
+    done.sort(key=lambda r: r.get("job_num") or 0)
     return max(done, key=lambda r: selection_key(r["metrics"], r.get("monitor", "val_accuracy")))
 
 
@@ -79,13 +80,13 @@ def summary_table(results: list[dict[str, Any]]) -> str:
     present = {k for r in results for k in r.get("metrics") or {}}
     scores = [k for k in SUMMARY_SCORES if k in present]
     lines = [
-        f"| job | swept | status | {' | '.join(scores)} | best_epoch | error |",
+        f"| job | swept | status | {' | '.join(scores)} | {BEST_EPOCH_METRIC} | error |",
         "|---|---|---|" + "---|" * len(scores) + "---|---|",
     ]
     for r, swept in zip(results, swept_overrides(results), strict=True):
         m = r.get("metrics") or {}
         cells = [f"{m[k]:.4f}" if k in m else "" for k in scores] + [
-            f"{m['best_epoch']:.0f}" if "best_epoch" in m else ""
+            f"{m[BEST_EPOCH_METRIC]:.0f}" if BEST_EPOCH_METRIC in m else ""
         ]
         lines.append(
             f"| {r.get('job_num')} | {' '.join(swept)} | {r.get('status')} | "
@@ -169,7 +170,7 @@ class SweepCallback(Callback):
             monitor = chosen.get("monitor", "val_accuracy")
             best = (
                 f"Best by validation: job {chosen['job_num']} ({monitor} "
-                f"{chosen['metrics'][f'best_{monitor}']:.4f}; ties broken by val_macro_f1, "
+                f"{chosen['metrics'][BEST_PREFIX + monitor]:.4f}; ties broken by val_macro_f1, "
                 "then val_loss)"
             )
         summary = f"{table}\n\n{best}\n" if best else f"{table}\n"
