@@ -15,6 +15,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import EMOTION, REPO, SMALL_DATA, run_cli, tracking_uri
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -13,6 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import SMALL_DATA, run_cli, tracking_uri
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 COMPARE = "emotion_lab.compare"
 PNG = b"\x89PNG\r\n\x1a\n"
 FILES = {"runs.md", "runs.csv", "accuracy.png", "val_curves.png", "train_loss.png"}

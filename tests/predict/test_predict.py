@@ -19,6 +19,9 @@ from emotion_lab.data import load_raw
 from emotion_lab.modeling import load_tokenizer
 from tests.conftest import EMOTION, SMALL_DATA, run_cli, tracking_uri
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 PREDICT = "emotion_lab.predict"
 
 

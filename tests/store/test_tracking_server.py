@@ -24,6 +24,9 @@ from mlflow.tracking import MlflowClient
 from emotion_lab.store import server as tracking_server
 from tests.conftest import SMALL_DATA, run_cli
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 TINY = ["model=tiny_gpt2", "init=scratch", "trainer.mixed_precision=no", *SMALL_DATA]
 STARTUP_TIMEOUT_S = 90
 

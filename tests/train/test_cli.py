@@ -14,6 +14,9 @@ from emotion_lab.config import DataConfig
 from emotion_lab.data import load_raw
 from tests.conftest import EMOTION, SMALL_DATA, run_cli, tracking_uri
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 
 def _runs(cwd: Path, query: str = "") -> list:
     client = MlflowClient(tracking_uri(cwd))

@@ -14,6 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import EMOTION, REPO, run_cli, sweep_runs, tracking_uri
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 ARGS = [
     "model=tiny_gpt2",
     "init=scratch",

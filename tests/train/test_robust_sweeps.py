@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import SMALL_DATA, run_cli, sweep_runs, tracking_uri
+
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
 
 
 def test_diverging_job_fails_alone_and_the_summary_names_it(tmp_path: Path):

@@ -29,6 +29,9 @@ from emotion_lab.train.loop import evaluate
 from emotion_lab.train.metrics import EvalResult
 from tests.conftest import EMOTION, run_process, tracking_uri
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 EVAL_SAMPLES, EVAL_BATCH = 50, 8  # 6 full batches and one of 2
 DATA = [
     f"data.path={EMOTION}",

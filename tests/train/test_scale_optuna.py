@@ -13,6 +13,9 @@ from mlflow.artifacts import download_artifacts
 
 from tests.conftest import SMALL_DATA, run_cli, sweep_runs, tracking_uri
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 # Everything but the batch size, which the search picks.
 DATA = [o for o in SMALL_DATA if not o.startswith("trainer.batch_size")]
 TINY = ["model=tiny_gpt2", "init=scratch", "trainer.mixed_precision=no", *DATA]

@@ -15,6 +15,9 @@ from mlflow.artifacts import download_artifacts
 
 from tests.conftest import SMALL_DATA, run_process, sweep_runs, tracking_uri
 
+# End-to-end runs of the CLI: minutes on two cores.
+pytestmark = pytest.mark.slow
+
 LAUNCHER = ["hydra/launcher=slurm_local", "model=tiny_gpt2", "init=scratch"]
 PRECISION = ["trainer.mixed_precision=no", "trainer.cpu=true"]
 

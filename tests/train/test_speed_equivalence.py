@@ -99,6 +99,7 @@ def _epoch_history(cwd: Path) -> dict[str, list[float]]:
     }
 
 
+@pytest.mark.slow
 def test_length_grouping_keeps_the_loss_curve(tmp_path):
     """Grouped batches hold other texts, so the curves match within sampling noise, not exactly.
 
@@ -161,6 +162,7 @@ def test_reused_embedding_grad_equals_the_dense_one_and_reuses_its_buffer(tweets
     assert len(pointers) == 1, "the same buffer must serve every step"
 
 
+@pytest.mark.slow
 def test_compiled_training_runs_and_logs_a_loadable_model(tmp_path):
     from mlflow.artifacts import download_artifacts
     from safetensors.torch import load_file
