@@ -14,7 +14,8 @@ import requests
 
 from emotion_lab.errors import TrackingError
 
-# Defaults only: a value the user exported wins. Worst case for a dead server mid-run: ~10 s.
+# Defaults only: a value the user exported wins. A dead server fails a call within seconds
+# instead of MLflow's minutes (docs/scaling.md).
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",

@@ -1,9 +1,9 @@
 """Keep the input-embedding gradient in one reused buffer.
 
 A batch of tweets touches a few hundred of GPT-2's 50257 embedding rows, yet the dense
-backward allocates and zero-fills a fresh 154 MB gradient every step. On CPU that allocation
-is page faults, not arithmetic: about 80 ms of an 800 ms distilgpt2 step (measured, see
-benchmarks/bench_options.py). A sparse backward scattered into one persistent dense buffer
+backward allocates and zero-fills a fresh dense gradient (vocabulary x width) every step. On
+CPU that allocation is page faults, not arithmetic: a sizeable part of a distilgpt2 step (see
+docs/benchmarks.md). A sparse backward scattered into one persistent dense buffer
 hands the optimizer the same dense gradient without it. CUDA's caching allocator already
 reuses memory, and DDP expects the gradient layout it was built with, so this is for one
 CPU process.
