@@ -44,7 +44,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> di
     bad = run_cli(["-m", "data.text_column=text,nosuchcolumn", "trainer.epochs=1", *common], cwd)
     assert bad.returncode == 1, bad.stderr[-3000:]
     assert "1 finished, 1 failed" in bad.stdout
-    return {"cwd": cwd, "good": _sweep_id(good), "bad": _sweep_id(bad)}
+    return {"cwd": cwd, "good": _sweep_id(good), "bad": _sweep_id(bad), "good_out": good.stdout}
 
 
 def _compare(store: dict, *args: str):
@@ -179,3 +179,23 @@ def test_no_store_is_an_error_and_creates_nothing(tmp_path: Path):
         proc.stderr
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_and_compare_print_the_runs_view_of_the_sweep(store: dict):
+    """The link opens MLflow's Runs view (not the GenAI view) filtered to this sweep."""
+
+    def link(stdout: str) -> str:
+        return next(x for x in stdout.splitlines() if "MLflow UI:" in x).split()[-1]
+
+    from urllib.parse import parse_qs, urlsplit
+
+    from_sweep = link(store["good_out"])
+    assert from_sweep == link(_compare(store, f"sweep={store['good']}").stdout)
+    url = urlsplit(from_sweep)
+    assert f"{url.scheme}://{url.netloc}" == "http://127.0.0.1:5000"
+    path, query = url.fragment.split("?")
+    experiment = MlflowClient(tracking_uri(store["cwd"])).get_experiment_by_name("emotion_lab")
+    assert path == f"/experiments/{experiment.experiment_id}/runs"
+    params = parse_qs(query)
+    assert params["workflowType"] == ["machine_learning"]
+    assert params["searchFilter"] == [f"tags.sweep_id = '{store['good']}'"]
