@@ -11,14 +11,9 @@ import errno
 import resource
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-# Errors of a write that could not get the space it needed.
-_SPACE_ERRNOS = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EFBIG: "a file outgrew the file-size limit (ulimit -f)",
-}
 # How Rust and C++ writers (safetensors, torch) spell those errors in their messages.
 _SPACE_WORDS = {
     "No space left on device": errno.ENOSPC,
@@ -42,11 +37,48 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def _space_error(error: BaseException) -> tuple[int, str | None] | None:
+def _file_size_limit() -> int | None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+@dataclass
+class SpaceProblem:
+    """Why a write lacked space, and what gives it back."""
+
+    why: str
+    remedy: str
+    # Where the write went, when the error names it.
+    filename: str | None = None
+    # False when the disk has room and a per-file limit stopped the write.
+    disk_full: bool = True
+
+
+def _problem(code: int, folder: Path, largest: int | None, filename: str | None) -> SpaceProblem:
+    limit = _file_size_limit()
+    if code == errno.EFBIG:
+        need = f"; a file needs about {megabytes(largest)}" if largest else ""
+        return SpaceProblem(
+            f"a file outgrew the file-size limit (ulimit -f) of "
+            f"{megabytes(limit) if limit is not None else 'this filesystem'}",
+            f"raise the limit (ulimit -f unlimited{need})",
+            filename,
+            disk_full=False,
+        )
+    quota = code == errno.EDQUOT
+    return SpaceProblem(
+        f"{'the disk quota is exceeded' if quota else 'no space left on the device'} "
+        f"({megabytes(free_bytes(folder))} free there)",
+        "free space on that disk" + (" (or raise the quota)" if quota else ""),
+        filename,
+    )
+
+
+def _space_errno(error: BaseException) -> tuple[int, str | None] | None:
     """The space errno in ``error`` or its causes, and the file it names, if any."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in _SPACE_ERRNOS:
+        if isinstance(seen, OSError) and seen.errno in _SPACE_WORDS.values():
             return seen.errno, seen.filename
         for words, code in _SPACE_WORDS.items():
             if words in str(seen):
@@ -55,42 +87,32 @@ def _space_error(error: BaseException) -> tuple[int, str | None] | None:
     return None
 
 
-def _file_size_limit() -> int | None:
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
-def _why(code: int, folder: Path) -> str:
-    limit = _file_size_limit()
-    if code == errno.EFBIG and limit is not None:
-        return f"{_SPACE_ERRNOS[code]}, which is {megabytes(limit)}"
-    return f"{_SPACE_ERRNOS[code]} ({megabytes(free_bytes(folder))} free there)"
-
-
-def space_problem(error: BaseException, folder: Path, file_sizes: Sequence[int] = ()) -> str | None:
+def space_problem(
+    error: BaseException, folder: Path, file_sizes: Sequence[int] = ()
+) -> SpaceProblem | None:
     """Why a write of files of ``file_sizes`` bytes into ``folder`` failed, if it was for lack
     of space; None for any other failure."""
-    found = _space_error(error)
-    code = found[0] if found else None
-    if code is None and file_sizes:
-        limit = _file_size_limit()
-        if free_bytes(folder) < sum(file_sizes):
-            code = errno.ENOSPC
-        elif limit is not None and limit < max(file_sizes):
-            code = errno.EFBIG
-    return None if code is None else _why(code, folder)
+    largest = max(file_sizes, default=None)
+    found = _space_errno(error)
+    if found is not None:
+        return _problem(found[0], folder, largest, found[1])
+    limit = _file_size_limit()
+    if file_sizes and free_bytes(folder) < sum(file_sizes):
+        return _problem(errno.ENOSPC, folder, largest, None)
+    if largest is not None and limit is not None and limit < largest:
+        return _problem(errno.EFBIG, folder, largest, None)
+    return None
 
 
 def describe_space_error(error: BaseException) -> str | None:
     """One line for a write anywhere that failed for lack of space; None for other errors."""
-    found = _space_error(error)
+    found = _space_errno(error)
     if found is None:
         return None
-    code, filename = found
-    where = Path(filename) if filename else Path.cwd()
-    target = f"cannot write {filename}" if filename else "a write failed"
+    folder = Path(found[1]).parent if found[1] else Path.cwd()
+    problem = _problem(found[0], folder, None, found[1])
+    target = f"cannot write {problem.filename}" if problem.filename else "a write failed"
     return (
-        f"{target}: {_why(code, where.parent if filename else where)}. Free space on that disk, "
-        "then rerun the same command with resume=true (finished runs and the last checkpoint "
-        "are kept)."
+        f"{target}: {problem.why}. To go on, {problem.remedy}, then rerun the same command with "
+        "resume=true (finished runs and the last checkpoint are kept)."
     )

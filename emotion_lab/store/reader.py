@@ -136,9 +136,14 @@ class RunningRun:
     silent_s: float
     stale: bool
 
+    @property
+    def silence(self) -> str:
+        """Time since the last heartbeat, in words."""
+        return _duration(self.silent_s)
+
     def describe(self) -> str:
         state = STALE_HINT if self.stale else "alive"
-        return f"{state} (last heartbeat {_duration(self.silent_s)} ago)"
+        return f"{state} (last heartbeat {self.silence} ago)"
 
 
 def _duration(seconds: float) -> str:

@@ -21,7 +21,7 @@ from accelerate import Accelerator
 
 from emotion_lab.errors import DiskFull
 from emotion_lab.faults import fault_point
-from emotion_lab.storage import free_bytes, megabytes, space_problem, tree_bytes
+from emotion_lab.storage import SpaceProblem, free_bytes, megabytes, space_problem, tree_bytes
 
 LATEST = "latest"
 BEST = "best_model.pt"
@@ -139,28 +139,30 @@ class Checkpointer:
         free = free_bytes(self.root)
         if free < needed:
             why = f"{megabytes(free)} free there, it needs about {megabytes(needed)}"
-            self._raise_no_space("a checkpoint", why)
+            self._raise_no_space("a checkpoint", SpaceProblem(why, "free space on that disk"))
 
     def _raise_if_no_space(self, error: Exception, what: str, sizes: tuple[int, ...]) -> None:
-        why = space_problem(error, self.root, sizes)
-        if why is not None:
-            self._raise_no_space(what, why, error)
+        problem = space_problem(error, self.root, sizes)
+        if problem is not None:
+            self._raise_no_space(what, problem, error)
 
-    def _raise_no_space(self, what: str, why: str, error: Exception | None = None) -> None:
+    def _raise_no_space(
+        self, what: str, problem: SpaceProblem, error: Exception | None = None
+    ) -> None:
         """One line: what failed, why, what to free, and that the last checkpoint is kept."""
         assert self.root is not None
         others = sum(tree_bytes(p) for p in self.root.parent.iterdir() if p != self.root)
         where = (
             f" (checkpoints of other runs in {self.root.parent} take {megabytes(others)}; "
             "`python -m emotion_lab.runs` lists the unfinished runs)"
-            if others
+            if others and problem.disk_full
             else ""
         )
         latest = self.latest()
         kept = f"the last good checkpoint ({latest.name}) is kept" if latest else "nothing is lost"
         raise DiskFull(
-            f"cannot write {what} to {self.root}: {why}. Free space on that disk{where}, "
-            f"then rerun with resume=true: {kept}."
+            f"cannot write {what} to {self.root}: {problem.why}. To go on, {problem.remedy}"
+            f"{where}, then rerun with resume=true: {kept}."
         ) from error
 
     def latest(self) -> Path | None:
