@@ -251,6 +251,7 @@ def reference_sweep(args: list[str], cwd: Path) -> tuple[dict[int, Histories], d
 
 
 def main() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="dair-ai/emotion: a local dir or hub id")
     parser.add_argument("--points", type=int, default=32, help="faults to inject (>= 8)")

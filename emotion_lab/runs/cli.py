@@ -14,6 +14,8 @@ from emotion_lab.config import TrackingConfig
 from emotion_lab.reporting import report_error
 from emotion_lab.store.names import STALE_AFTER_S
 
+VERBS = ("list", "mark-killed")
+
 
 def parser() -> argparse.ArgumentParser:
     store = argparse.ArgumentParser(add_help=False)
@@ -34,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="python -m emotion_lab.runs",
         description="RUNNING runs of an MLflow experiment: alive, or stale (probably killed).",
-        parents=[store],
+        epilog="Without a verb: list. `python -m emotion_lab.runs VERB --help` shows the options.",
     )
     verbs = main.add_subparsers(dest="verb")
     verbs.add_parser("list", parents=[store], help="list RUNNING runs (the default)")
@@ -54,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from emotion_lab.runs.status import list_running, mark_killed
 
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in (*VERBS, "-h", "--help"):
+        argv = ["list", *argv]
     args = parser().parse_args(argv)
     tracking = TrackingConfig(uri=args.tracking_uri, experiment=args.experiment)
     stale_after_s = args.stale_after * 60
