@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,6 +258,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=32, help="faults to inject (>= 8)")
     parser.add_argument("--seed", type=int, default=0, help="picks the faults")
     parser.add_argument("--workdir", type=Path, help="keep every sweep here (default: a temp dir)")
+    parser.add_argument("--jobs", type=int, default=1, help="faults run side by side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
@@ -265,15 +267,17 @@ def main() -> None:
         faults = plan(counts, args.points, args.seed)
         print(f"Fault points per phase in the reference sweep: {counts}")
         print(f"{len(faults)} faults from seed {args.seed} ({ENV}=PHASE:N[:DELAY_S]):", flush=True)
-        outcomes = []
-        for i, fault in enumerate(faults, 1):
-            outcome = inject(
-                sweep, workdir / f"{i:02d}-{fault.spec.replace(':', '-')}", fault, reference
-            )
-            outcomes.append(outcome)
+
+        def one(i: int, fault: Fault) -> Outcome:
+            cwd = workdir / f"{i:02d}-{fault.spec.replace(':', '-')}"
+            outcome = inject(sweep, cwd, fault, reference)
             verdict = "survived" if outcome.survived else "FAILED: " + "; ".join(outcome.problems)
             line = f"  [{i:2d}/{len(faults)}] {ENV}={fault.spec:<28} {outcome.seconds:4.0f} s"
             print(f"{line}  {verdict}", flush=True)
+            return outcome
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            outcomes = list(pool.map(one, range(1, len(faults) + 1), faults))
     hit = {phase: sum(o.fault.phase == phase for o in outcomes) for phase in PHASES}
     print("Phases hit: " + ", ".join(f"{phase} {n}x" for phase, n in hit.items()))
     survived = sum(o.survived for o in outcomes)
