@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench -- --data <dir or hub id>`."""
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench -- --data <dir or hub id>`,
+`nox -s faults -- --data <dir or hub id>`."""
 
 from __future__ import annotations
 
@@ -36,3 +37,11 @@ def bench(session: nox.Session) -> None:
     """Side-by-side training/eval throughput; pass e.g. `-- --data ../shared/data/emotion`."""
     _install(session)
     session.run("python", "benchmarks/bench_train.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def faults(session: nox.Session) -> None:
+    """The seeded fault matrix: SIGKILL a sweep in every phase, resume, compare with an
+    uninterrupted one; pass e.g. `-- --data ../shared/data/emotion --points 32 --seed 0`."""
+    _install(session)
+    session.run("python", "benchmarks/faults.py", *session.posargs)

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import torch
@@ -207,20 +208,31 @@ def make_loaders(
     data: DataConfig,
     seed: int,
     pad_to_multiple_of: int | None = None,
-) -> tuple[DataLoader, DataLoader, DataLoader, LengthGroupedBatchSampler]:
-    """Length-grouped shuffled training batches; evaluation batches in the splits' order."""
+) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """Length-grouped shuffled training batches; evaluation batches in the splits' order.
+
+    Each loader has its own generator: a DataLoader draws a seed for its workers from its
+    generator every time it is iterated, and without one it draws from the global generator
+    that dropout uses, so validating or resuming would shift dropout's stream. No worker draws
+    anything at random here, so that seed does not change the batches.
+    """
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
     group_factor = trainer.length_group_factor if trainer.group_by_length else 1
     sampler = LengthGroupedBatchSampler(
         splits.train_lengths, trainer.batch_size, seed, group_factor
     )
-    train = DataLoader(
-        splits.train, batch_sampler=sampler, collate_fn=collate, num_workers=data.num_workers
-    )
 
-    def evaluation(ds: datasets.Dataset) -> DataLoader:
+    def loader(ds: datasets.Dataset, **batching: Any) -> DataLoader:
         return DataLoader(
-            ds, batch_size=trainer.eval_batch_size, collate_fn=collate, num_workers=data.num_workers
+            ds,
+            collate_fn=collate,
+            num_workers=data.num_workers,
+            generator=torch.Generator().manual_seed(seed),
+            **batching,
         )
 
-    return train, evaluation(splits.validation), evaluation(splits.test), sampler
+    return (
+        loader(splits.train, batch_sampler=sampler),
+        loader(splits.validation, batch_size=trainer.eval_batch_size),
+        loader(splits.test, batch_size=trainer.eval_batch_size),
+    )

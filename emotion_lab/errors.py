@@ -25,6 +25,10 @@ class TrainingDiverged(UserError):
     pass
 
 
+class DiskFull(UserError):
+    """A write failed for lack of space; what was written before it is kept."""
+
+
 def one_line(error: BaseException) -> str:
     """The first line of an error's message, or its type's name when it has none."""
     text = str(error).strip()

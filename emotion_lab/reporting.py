@@ -10,6 +10,7 @@ import traceback
 import torch
 
 from emotion_lab.errors import UserError
+from emotion_lab.storage import describe_space_error
 
 
 def quiet_libraries() -> None:
@@ -25,7 +26,10 @@ def report_error(error: BaseException, debug: bool) -> str:
     """Print ``emotion_lab: error: <one line>`` (plus the traceback with ``debug``); returns the
     line. A UserError's message already says what to do; anything else is named by type."""
     message = str(error).strip() or type(error).__name__
-    if isinstance(error, torch.OutOfMemoryError):
+    space = None if isinstance(error, UserError) else describe_space_error(error)
+    if space is not None:
+        message = space
+    elif isinstance(error, torch.OutOfMemoryError):
         message = (
             "out of memory: lower trainer.batch_size (keep the effective batch with "
             "trainer.grad_accum_steps) or trainer.eval_batch_size"

@@ -34,7 +34,7 @@ def test_label_names_come_from_the_classlabel(splits):
 
 
 def test_batches_are_padded_to_their_longest_text_not_to_128(splits, tokenizer):
-    train, val, _, _ = make_loaders(
+    train, val, _ = make_loaders(
         splits,
         tokenizer,
         TrainerConfig(batch_size=32, eval_batch_size=64, length_group_factor=50),

@@ -38,6 +38,9 @@ def main(dcfg: DictConfig) -> None:
         )
     if not report.failed.empty:
         print(f"{len(report.failed)} run(s) did not finish; see the status and error columns.")
+    for stale in report.stale:
+        run = stale.run
+        print(f"RUNNING run {run.info.run_id} ({run.info.run_name}): {stale.describe()}")
     print(f"Wrote {', '.join(p.name for p in report.files)} to {report.output_dir}")
     print("Logged them to the sweep's parent run under compare/ (MLflow UI: Artifacts tab).")
     print(f"Runs of this sweep in the MLflow UI: {report.ui_url}")

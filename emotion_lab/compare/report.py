@@ -19,7 +19,7 @@ from emotion_lab.compare.table import best_row, markdown, run_table
 from emotion_lab.errors import TrackingError
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_reading, ui_address
-from emotion_lab.store.reader import SELECTION_RULE
+from emotion_lab.store.reader import SELECTION_RULE, RunningRun, stale_runs
 
 ARTIFACT_DIR = names.COMPARE_ARTIFACT_DIR
 TABLE_MD, TABLE_CSV = "runs.md", "runs.csv"
@@ -38,6 +38,8 @@ class Report:
     ui_url: str = ""
     registered: ModelVersion | None = None
     files: list[Path] = field(default_factory=list)
+    # Runs of the sweep still RUNNING in MLflow whose heartbeat stopped.
+    stale: list[RunningRun] = field(default_factory=list)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -139,6 +141,10 @@ def compare(cfg: CompareConfig) -> Report:
             ui_address(client.tracking_uri), experiment.experiment_id, sweep.sweep_id
         ),
     )
+    ours = {sweep.parent.info.run_id, *(r.info.run_id for r in sweep.jobs)}
+    report.stale = [
+        r for r in stale_runs(client, experiment.experiment_id) if r.run.info.run_id in ours
+    ]
     if cfg.register:
         report.registered = register_best(client, report.best, cfg.registered_model, sweep.sweep_id)
     return report

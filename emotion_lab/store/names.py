@@ -28,9 +28,16 @@ CHECKPOINT_DIR_TAG = "checkpoint_dir"
 RESUME_COUNT_TAG = "resume_count"
 # Why a run ended FAILED or KILLED, in one line.
 ERROR_TAG = "error"
+# A running job's last sign of life (UTC, ISO 8601), refreshed with its metric writes at most
+# every HEARTBEAT_EVERY_S. A RUNNING run silent for STALE_AFTER_S was probably killed.
+HEARTBEAT_TAG = "emotion_lab.heartbeat"
+HEARTBEAT_EVERY_S = 60
+STALE_AFTER_S = 15 * 60
 
 # Tags of a sweep's parent run.
 SWEEP_DIR_TAG = "sweep_dir"
+# Hash of the sweep's command-line overrides; resume=true continues the newest sweep with it.
+SWEEP_KEY_TAG = "sweep_key"
 
 # Params: the flattened resolved config (``flatten``), so a config key is its param name.
 INIT_PARAM = "init"

@@ -9,7 +9,10 @@ macro-F1, then validation loss, then the lowest job number.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from mlflow.artifacts import download_artifacts
@@ -120,3 +123,72 @@ def load_logged_model(client: MlflowClient, run_id: str, dst: Path | None = None
         tracking_uri=client.tracking_uri,
     )
     return Path(path)
+
+
+# How a run that stopped sending heartbeats is shown, wherever runs are listed.
+STALE_HINT = "stale: probably killed, rerun with resume=true"
+
+
+@dataclass
+class RunningRun:
+    """A run MLflow holds as RUNNING, and how long it has been silent."""
+
+    run: Run
+    silent_s: float
+    stale: bool
+
+    @property
+    def silence(self) -> str:
+        """Time since the last heartbeat, in words."""
+        return _duration(self.silent_s)
+
+    def describe(self) -> str:
+        state = STALE_HINT if self.stale else "alive"
+        return f"{state} (last heartbeat {self.silence} ago)"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _last_heartbeat(run: Run) -> float:
+    """Epoch seconds of the run's last heartbeat; its start for runs that never sent one."""
+    beat = run.data.tags.get(names.HEARTBEAT_TAG)
+    if beat:
+        try:
+            return datetime.fromisoformat(beat).timestamp()
+        except ValueError:
+            pass
+    return run.info.start_time / 1000
+
+
+def running_runs(
+    client: MlflowClient,
+    experiment_id: str,
+    stale_after_s: float = names.STALE_AFTER_S,
+    now: float | None = None,
+) -> list[RunningRun]:
+    """Every RUNNING run of the experiment, newest first, stale when silent for longer than
+    ``stale_after_s``. A sweep's parent run is alive while one of its jobs is."""
+    now = time.time() if now is None else now
+    runs = search_all(client, experiment_id, "attributes.status = 'RUNNING'")
+    last = {r.info.run_id: _last_heartbeat(r) for r in runs}
+    for r in runs:
+        parent = r.data.tags.get(names.PARENT_TAG)
+        if parent in last:
+            last[parent] = max(last[parent], last[r.info.run_id])
+    found = []
+    for r in runs:
+        silent = max(now - last[r.info.run_id], 0.0)
+        found.append(RunningRun(r, silent, silent > stale_after_s))
+    return found
+
+
+def stale_runs(
+    client: MlflowClient, experiment_id: str, stale_after_s: float = names.STALE_AFTER_S
+) -> list[RunningRun]:
+    return [r for r in running_runs(client, experiment_id, stale_after_s) if r.stale]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +21,23 @@ from emotion_lab.store import names
 from emotion_lab.store.connection import store_lock
 
 
+def heartbeat_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 class RunLogger:
     """Logs to one MLflow run; a no-op on non-main processes (``run_id`` is None).
 
     Writes hold the store lock, so parallel jobs on one sqlite file never see "database is
     locked". A resumed run skips (metric, step) pairs it already holds: replayed steps after a
-    checkpoint are not logged twice.
+    checkpoint are not logged twice. Metric writes refresh the run's heartbeat tag.
     """
 
     def __init__(self, run_id: str | None, logged: set[tuple[str, int]] | None = None) -> None:
         self.run_id = run_id
         self.logged = logged or set()
         self._client = MlflowClient() if run_id else None
+        self._last_beat = -float("inf")
 
     def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
         if not self.run_id:
@@ -39,6 +46,14 @@ class RunLogger:
         if fresh:
             with store_lock():
                 mlflow.log_metrics(fresh, step=step, run_id=self.run_id)
+        self.heartbeat()
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Record that the job is alive, at most every ``HEARTBEAT_EVERY_S`` unless ``force``."""
+        now = time.monotonic()
+        if force or now - self._last_beat >= names.HEARTBEAT_EVERY_S:
+            self._last_beat = now
+            self.tags({names.HEARTBEAT_TAG: heartbeat_now()})
 
     def params(self, values: Mapping[str, Any]) -> None:
         if self.run_id:
@@ -100,9 +115,8 @@ def tracked_run(
     """One MLflow run per job, always closed: FINISHED, FAILED (reason in the error tag) or
     KILLED.
 
-    ``resume`` reopens that run instead: params are not logged again (MLflow forbids changing
-    them), and the resume-count tag counts the resumptions. With ``experiment_id=None``
-    (non-main processes) nothing is logged.
+    ``resume`` reopens that run instead, and the resume-count tag counts the resumptions. With
+    ``experiment_id=None`` (non-main processes) nothing is logged.
     """
     if experiment_id is None:
         yield RunLogger(None)
@@ -124,8 +138,13 @@ def tracked_run(
     status = RunStatus.FAILED
     try:
         logger = RunLogger(run_id, logged)
-        if resume is None:
-            logger.params(params)
+        logger.heartbeat(force=True)
+        # A resumed run keeps its params (MLflow forbids changing them); a run killed before
+        # they were all logged gets the rest.
+        done = set() if resume is None else set(resume.data.params)
+        missing = {k: v for k, v in params.items() if k not in done}
+        if missing:
+            logger.params(missing)
         yield logger
         status = RunStatus.FINISHED
     except KeyboardInterrupt:
@@ -140,6 +159,29 @@ def tracked_run(
             client.set_terminated(run_id, RunStatus.to_string(status))
 
 
+def find_sweep_run(experiment_id: str, sweep_key: str) -> Run | None:
+    """The newest parent run of a sweep with the same overrides (``sweep_key`` tag), if any."""
+    with store_lock():
+        runs = MlflowClient().search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{names.ROLE_TAG}` = '{names.ROLE_SWEEP}' "
+            f"and tags.`{names.SWEEP_KEY_TAG}` = '{sweep_key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    return runs[0] if runs else None
+
+
+def reopen_sweep_run(run: Run) -> None:
+    """Mark a resumed sweep's parent run RUNNING again and count the resumption."""
+    client = MlflowClient()
+    count = int(run.data.tags.get(names.RESUME_COUNT_TAG, "0")) + 1
+    with store_lock():
+        client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        client.set_tag(run.info.run_id, names.RESUME_COUNT_TAG, str(count))
+        client.set_tag(run.info.run_id, names.HEARTBEAT_TAG, heartbeat_now())
+
+
 def create_sweep_run(experiment_id: str, sweep_id: str, tags: Mapping[str, str]) -> str:
     """A parent run that groups a sweep's jobs in the MLflow UI."""
     client = MlflowClient()
@@ -147,7 +189,12 @@ def create_sweep_run(experiment_id: str, sweep_id: str, tags: Mapping[str, str])
         run = client.create_run(
             experiment_id,
             run_name=f"sweep {sweep_id}",
-            tags={names.SWEEP_TAG: sweep_id, names.ROLE_TAG: names.ROLE_SWEEP, **tags},
+            tags={
+                names.SWEEP_TAG: sweep_id,
+                names.ROLE_TAG: names.ROLE_SWEEP,
+                names.HEARTBEAT_TAG: heartbeat_now(),
+                **tags,
+            },
         )
     return run.info.run_id
 

@@ -1,9 +1,11 @@
 """Atomic checkpoints of the whole training state, so an interrupted job resumes where it was.
 
 A checkpoint is Accelerate's ``save_state`` (model, optimizer, scheduler, RNG of every process)
-plus our ``TrainState`` (loop position, early-stopping memory). It is written to a temporary
-folder and renamed into place; ``latest`` is replaced atomically after that, so a kill at any
-moment leaves the previous checkpoint intact and ``latest`` pointing at a complete one.
+plus our ``TrainState`` (loop position, running loss sums, early-stopping memory). It is written
+to a temporary folder and renamed into place; ``latest`` is replaced atomically after that, so a
+kill at any moment leaves the previous checkpoint intact and ``latest`` pointing at a complete
+one. A write that fails for lack of space removes its partial folder and ends the job with one
+line that says what to free; the previous checkpoint stays.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+
+from emotion_lab.errors import DiskFull
+from emotion_lab.faults import fault_point
+from emotion_lab.storage import SpaceProblem, free_bytes, megabytes, space_problem, tree_bytes
 
 LATEST = "latest"
 BEST = "best_model.pt"
@@ -33,6 +39,11 @@ class TrainState:
     stale: int = 0  # epochs since the last improvement
     finished: bool = False  # training loop over (all epochs, or early stop)
     train_seconds: float = 0.0
+    # Running loss sums of the current logging window and epoch, and their batch counts.
+    window_loss: float = 0.0
+    window_n: int = 0
+    epoch_loss: float = 0.0
+    epoch_n: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
@@ -83,18 +94,76 @@ class Checkpointer:
         tmp = self.root / f".tmp-{name}"
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
+            self._check_space()
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        try:
+            acc.save_state(str(tmp))
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._raise_if_no_space(e, "a checkpoint", self._state_sizes())
+            raise
+        fault_point("checkpoint_write")
         acc.wait_for_everyone()
         if acc.is_main_process:
             final = self.root / name
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
+            fault_point("checkpoint_write")
             _write_atomic(self.root / LATEST, name)
+            fault_point("checkpoint_write")
             for old in self.root.glob("step-*"):
                 if old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
+
+    def _state_sizes(self) -> tuple[int, int]:
+        """Bytes of the model's and the optimizer's states: the big files of a checkpoint."""
+        acc = self.accelerator
+        model = sum(
+            t.numel() * t.element_size() for m in acc._models for t in m.state_dict().values()
+        )
+        optimizer = sum(
+            t.numel() * t.element_size()
+            for o in acc._optimizers
+            for state in o.state_dict()["state"].values()
+            for t in state.values()
+            if isinstance(t, torch.Tensor)
+        )
+        return model, optimizer
+
+    def _check_space(self) -> None:
+        """Refuse before writing when the disk cannot hold another checkpoint of the last
+        one's size (the two coexist until the new one is complete)."""
+        latest = self.latest()
+        needed = tree_bytes(latest) if latest is not None else sum(self._state_sizes())
+        free = free_bytes(self.root)
+        if free < needed:
+            why = f"{megabytes(free)} free there, it needs about {megabytes(needed)}"
+            self._raise_no_space("a checkpoint", SpaceProblem(why, "free space on that disk"))
+
+    def _raise_if_no_space(self, error: Exception, what: str, sizes: tuple[int, ...]) -> None:
+        problem = space_problem(error, self.root, sizes)
+        if problem is not None:
+            self._raise_no_space(what, problem, error)
+
+    def _raise_no_space(
+        self, what: str, problem: SpaceProblem, error: Exception | None = None
+    ) -> None:
+        """One line: what failed, why, what to free, and that the last checkpoint is kept."""
+        assert self.root is not None
+        others = sum(tree_bytes(p) for p in self.root.parent.iterdir() if p != self.root)
+        where = (
+            f" (checkpoints of other runs in {self.root.parent} take {megabytes(others)}; "
+            "`python -m emotion_lab.runs` lists the unfinished runs)"
+            if others and problem.disk_full
+            else ""
+        )
+        latest = self.latest()
+        kept = f"the last good checkpoint ({latest.name}) is kept" if latest else "nothing is lost"
+        raise DiskFull(
+            f"cannot write {what} to {self.root}: {problem.why}. To go on, {problem.remedy}"
+            f"{where}, then rerun with resume=true: {kept}."
+        ) from error
 
     def latest(self) -> Path | None:
         if self.root is None or not (self.root / LATEST).exists():
@@ -108,13 +177,23 @@ class Checkpointer:
         if path is None:
             return False
         self.accelerator.load_state(str(path))
+        if self.accelerator.is_main_process:
+            # Partial writes of a killed job.
+            for partial in self.root.glob(".tmp-*"):
+                shutil.rmtree(partial, ignore_errors=True)
         return True
 
     def save_best(self, weights: dict[str, torch.Tensor]) -> None:
         if self.root is None or not self.accelerator.is_main_process:
             return
         tmp = self.root / f".{BEST}.tmp"
-        torch.save(weights, tmp)
+        try:
+            torch.save(weights, tmp)
+        except Exception as e:
+            tmp.unlink(missing_ok=True)
+            self._raise_if_no_space(e, "the best weights", self._state_sizes()[:1])
+            raise
+        fault_point("checkpoint_write")
         os.replace(tmp, self.root / BEST)
 
     def load_best(self) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from transformers import PreTrainedTokenizerBase
 
 from emotion_lab.config import Config, TrainerConfig
 from emotion_lab.data import TokenizedSplits, make_loaders, tokenize_splits
+from emotion_lab.faults import fault_point
 from emotion_lab.modeling import build_model, load_tokenizer
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
@@ -92,6 +94,13 @@ def _final_metrics(run: Run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", names.BEST_PREFIX))}
 
 
+def _remove_leftover_checkpoint(run: Run) -> None:
+    """A job killed after its run was marked FINISHED may have left its checkpoint behind."""
+    folder = Path(run.data.tags.get(names.CHECKPOINT_DIR_TAG, ""))
+    if folder.name == run.info.run_id and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> dict[str, float]:
     """Train and test one configuration; returns the final metrics.
 
@@ -108,6 +117,8 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     previous = broadcast_object_list([previous])[0]
     if previous is not None and previous.info.status == "FINISHED":
         log.info("Skipping: this job already finished in MLflow run %s.", previous.info.run_id)
+        if accelerator.is_main_process:
+            _remove_leftover_checkpoint(previous)
         return _final_metrics(previous)
 
     tags = {
@@ -129,8 +140,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         if cfg.trainer.checkpointing:
             ckpt_root = (Path(cfg.paths.outputs) / "checkpoints" / run_id).resolve()
             logger.tags({names.CHECKPOINT_DIR_TAG: str(ckpt_root)})
-        if previous is None:
-            logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
+        logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
         training, test_loader, splits, tokenizer = prepare(cfg, accelerator)
         ckpt = Checkpointer(
@@ -155,8 +165,9 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         metrics["wall_seconds"] = time.perf_counter() - wall_start
         logger.metrics({"wall_seconds": metrics["wall_seconds"]}, step=ckpt.state.step)
         accelerator.wait_for_everyone()
-        ckpt.remove()
-        return metrics
+    # Only once the run is FINISHED: a kill before that resumes from the checkpoint.
+    ckpt.remove()
+    return metrics
 
 
 def prepare(
@@ -179,7 +190,7 @@ def prepare(
         reuse_embedding_grad(model)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr)
     pad_to = 8 if accelerator.device.type == "cuda" else None
-    train_loader, val_loader, test_loader, sampler = make_loaders(
+    train_loader, val_loader, test_loader = make_loaders(
         splits, tokenizer, cfg.trainer, cfg.data, cfg.seed, pad_to_multiple_of=pad_to
     )
     # Counted on the unsharded loader: Accelerate steps the schedule once per process.
@@ -193,9 +204,7 @@ def prepare(
     if cfg.trainer.compile:
         # dynamic: batches have as many lengths as the texts, one graph serves them all.
         model = torch.compile(model, dynamic=True)
-    training = Training(
-        model, optimizer, scheduler, train_loader, val_loader, sampler, splits.label_names
-    )
+    training = Training(model, optimizer, scheduler, train_loader, val_loader, splits.label_names)
     return training, test_loader, splits, tokenizer
 
 
@@ -258,5 +267,7 @@ def test_and_log(
             with tempfile.TemporaryDirectory() as tmp:
                 accelerator.unwrap_model(training.model).save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
+                fault_point("model_artifact")
                 logger.directory(tmp, names.MODEL_ARTIFACT)
+                fault_point("model_artifact")
     return metrics

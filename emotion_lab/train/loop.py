@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from emotion_lab.config import TrainerConfig
-from emotion_lab.data import LengthGroupedBatchSampler
 from emotion_lab.errors import TrainingDiverged
+from emotion_lab.faults import fault_point
 from emotion_lab.train.checkpoint import Checkpointer, TrainState
 from emotion_lab.train.metrics import EvalResult, evaluate_logits
 
@@ -36,7 +36,6 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     train_loader: DataLoader
     val_loader: DataLoader
-    sampler: LengthGroupedBatchSampler
     label_names: list[str]
 
 
@@ -65,15 +64,20 @@ def train_epoch(
 ) -> dict[str, float]:
     """The rest of the current epoch (all of it, or what a resumed checkpoint left)."""
     state = ckpt.state
-    t.sampler.set_epoch(state.epoch)
+    # The prepared loader passes its epoch to the sampler when iteration starts, and counts
+    # epochs itself from 0 in each process: set it from the state, so a resumed process
+    # shuffles epoch N as the uninterrupted one did (skip_first_batches copies it).
+    t.train_loader.set_epoch(state.epoch)
     t.model.train()
     loader = t.train_loader
     if state.batches_done:
         loader = accelerator.skip_first_batches(t.train_loader, state.batches_done)
-    # Losses stay on the device; .item() only at logging intervals (no per-step host sync).
-    window_loss = torch.zeros((), device=accelerator.device)
-    epoch_loss = torch.zeros((), device=accelerator.device)
-    window_n = epoch_n = samples = 0
+    # Losses stay on the device; .item() only at logging intervals and checkpoints. Their
+    # running sums are part of the checkpoint, so a window or an epoch cut by a resume
+    # averages the same losses as an uninterrupted one.
+    window_loss = torch.tensor(state.window_loss, dtype=torch.float32, device=accelerator.device)
+    epoch_loss = torch.tensor(state.epoch_loss, dtype=torch.float32, device=accelerator.device)
+    samples = 0
     # This epoch's training time is what train_seconds gains; checkpoint writes are not in it.
     trained_before = state.train_seconds
     start = time.perf_counter()
@@ -96,27 +100,33 @@ def train_epoch(
             t.optimizer.zero_grad(set_to_none=True)
         window_loss += loss.detach()
         epoch_loss += loss.detach()
-        window_n += 1
-        epoch_n += 1
+        state.window_n += 1
+        state.epoch_n += 1
         samples += batch["labels"].shape[0]
         state.batches_done += 1
         if not accelerator.sync_gradients:
             continue
         state.step += 1
         if state.step % cfg.log_every_n_steps == 0:
-            train_loss = accelerator.reduce(window_loss, "mean").item() / window_n
+            train_loss = accelerator.reduce(window_loss, "mean").item() / state.window_n
             _check_finite(train_loss, state.step, t.scheduler)
             log_metrics({"train_loss": train_loss, "lr": t.scheduler.get_last_lr()[0]}, state.step)
             bar.set_postfix(loss=f"{train_loss:.4f}")
             window_loss.zero_()
-            window_n = 0
+            state.window_n = 0
+        fault_point("train_step")
         if ckpt.step_due():
             state.train_seconds += time.perf_counter() - start
+            # Mean over processes: each restores the same sums, and their mean is unchanged.
+            state.window_loss = accelerator.reduce(window_loss, "mean").item()
+            state.epoch_loss = accelerator.reduce(epoch_loss, "mean").item()
             ckpt.save()
             start = time.perf_counter()
     state.train_seconds += time.perf_counter() - start
     seconds = state.train_seconds - trained_before
-    epoch_train_loss = accelerator.reduce(epoch_loss, "mean").item() / max(epoch_n, 1)
+    epoch_train_loss = accelerator.reduce(epoch_loss, "mean").item() / max(state.epoch_n, 1)
+    # The next epoch starts new sums (saved with the epoch-end checkpoint).
+    state.window_loss, state.window_n, state.epoch_loss, state.epoch_n = 0.0, 0, 0.0, 0
     _check_finite(epoch_train_loss, state.step, t.scheduler)
     return {
         "epoch": state.epoch,
@@ -179,6 +189,7 @@ def predict(
     for batch in tqdm(
         loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process
     ):
+        fault_point(desc)
         out = model(**batch).logits
         out, y = accelerator.gather_for_metrics((out, batch["labels"]))
         logits.append(out.float().cpu())

@@ -3,11 +3,16 @@
 Hydra calls these hooks in the launching process. Jobs write ``result.json`` into their own
 output dir, which works for in-process and out-of-process launchers alike. In a distributed
 launch every rank runs the sweep; only rank 0 keeps its books.
+
+With ``resume=true`` the sweep continues the newest sweep of the same overrides: its parent run
+is reopened and keeps its sweep id, so one parent run holds every job of the sweep however often
+it was interrupted. The new output dir's ``sweep.json`` names that sweep id.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import sys
@@ -19,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.errors import UserError
+from emotion_lab.faults import fault_point
 from emotion_lab.store.names import BEST_EPOCH_METRIC, BEST_PREFIX
 from emotion_lab.train.launch import is_main_launch_process
 
@@ -48,6 +54,16 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+# Overrides that do not change what a sweep runs, so they do not change its identity.
+_NOT_SWEEP_IDENTITY = ("resume", "debug")
+
+
+def sweep_key(overrides: list[str]) -> str:
+    """Hash of a sweep's command-line overrides, in any order."""
+    kept = sorted(o for o in overrides if o.split("=")[0].lstrip("+~") not in _NOT_SWEEP_IDENTITY)
+    return hashlib.sha1(json.dumps(kept).encode()).hexdigest()[:16]
 
 
 def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -108,6 +124,24 @@ def search_summary(sweep_dir: Path, objective: str | None) -> str:
     return f"Best trial: {objective or 'objective'} = {found['best_value']:.4f} with {params}"
 
 
+def stale_summary(tracking_uri: str, experiment_id: str) -> str:
+    """Runs of the experiment that look killed (RUNNING, no heartbeat for a while), if any."""
+    from mlflow.tracking import MlflowClient
+
+    from emotion_lab.store.reader import stale_runs
+
+    stale = stale_runs(MlflowClient(tracking_uri), experiment_id)
+    if not stale:
+        return ""
+    lines = [f"- run {s.run.info.run_id} ({s.run.info.run_name}): {s.describe()}" for s in stale]
+    return (
+        f"\n{len(stale)} RUNNING run(s) of this experiment stopped sending heartbeats "
+        "(`python -m emotion_lab.runs` lists them, `... mark-killed` closes them):\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs, closes it and prints a summary after."""
 
@@ -117,27 +151,46 @@ class SweepCallback(Callback):
         from emotion_lab.config import TrackingConfig
         from emotion_lab.store import names
         from emotion_lab.store.connection import open_for_writing, resolve_uri
-        from emotion_lab.store.writer import create_sweep_run
+        from emotion_lab.store.writer import create_sweep_run, find_sweep_run, reopen_sweep_run
 
         if not is_main_launch_process():
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         info: dict[str, Any] = {"sweep_id": sweep_dir.name}
+        key = sweep_key(list(config.hydra.overrides.task))
         try:
             tracking_cfg: TrackingConfig = OmegaConf.to_object(config.tracking)  # type: ignore[assignment]
             experiment_id = open_for_writing(tracking_cfg)
+            previous = find_sweep_run(experiment_id, key) if config.get("resume") else None
         except UserError as e:
             print(f"emotion_lab: error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)
-        info["parent_run_id"] = create_sweep_run(
-            experiment_id, info["sweep_id"], {names.SWEEP_DIR_TAG: str(sweep_dir.resolve())}
-        )
+        fault_point("sweep_start")
+        if previous is None:
+            info["parent_run_id"] = create_sweep_run(
+                experiment_id,
+                info["sweep_id"],
+                {names.SWEEP_DIR_TAG: str(sweep_dir.resolve()), names.SWEEP_KEY_TAG: key},
+            )
+        else:
+            reopen_sweep_run(previous)
+            info["sweep_id"] = previous.data.tags[names.SWEEP_TAG]
+            info["parent_run_id"] = previous.info.run_id
+        fault_point("sweep_start")
         info["experiment_id"] = experiment_id
         info["tracking_uri"] = resolve_uri(tracking_cfg.uri)
         _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
         self.parent_run_id = info["parent_run_id"]
         atexit.register(self._close_abandoned, sweep_dir)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """In-process launchers: the parent run's heartbeat, between one job and the next."""
+        from emotion_lab.store.writer import RunLogger
+
+        if self.parent_run_id is not None:
+            RunLogger(self.parent_run_id).heartbeat(force=True)
+        fault_point("between_jobs")
 
     def _close_abandoned(self, sweep_dir: Path) -> None:
         """Hydra skips on_multirun_end when the process exits mid-sweep (a cluster job killed at
@@ -159,6 +212,7 @@ class SweepCallback(Callback):
 
         if not is_main_launch_process():
             return
+        fault_point("sweep_end")
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_sweep_file(sweep_dir)
         results = collect_results(sweep_dir)
@@ -174,9 +228,12 @@ class SweepCallback(Callback):
                 "then val_loss)"
             )
         summary = f"{table}\n\n{best}\n" if best else f"{table}\n"
+        if "experiment_id" in info:
+            summary += stale_summary(info["tracking_uri"], info["experiment_id"])
         if self.parent_run_id is not None:
             end_sweep_run(self.parent_run_id, bool(failed), summary)
             self.parent_run_id = None
+        fault_point("sweep_end")
         link = ""
         if "experiment_id" in info:
             ui = ui_address(info["tracking_uri"])

@@ -97,7 +97,7 @@ def _evaluate_in_one_process(model_dir: str) -> tuple[EvalResult, EvalResult]:
     tokenizer = load_tokenizer(model_dir)
     data = DataConfig(path=str(EMOTION), max_train_samples=96, max_eval_samples=EVAL_SAMPLES)
     splits = tokenize_splits(data, tokenizer, max_length=128)
-    _, val_loader, test_loader, _ = make_loaders(
+    _, val_loader, test_loader = make_loaders(
         splits, tokenizer, TrainerConfig(batch_size=16, eval_batch_size=EVAL_BATCH), data, seed=42
     )
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)

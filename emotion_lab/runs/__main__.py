@@ -1,0 +1,3 @@
+from emotion_lab.runs.cli import main
+
+main()
