@@ -235,7 +235,7 @@ class Config:
     seed: int = 42
     """Seed of the weights, dropout and data order."""
     resume: bool = False
-    """Continue interrupted jobs in their MLflow run (a sweep in its parent run); skip finished ones."""
+    """Continue interrupted jobs in their run (a sweep in its parent run); skip finished ones."""
     debug: bool = False
     """Full tracebacks instead of one-line errors."""
     objective: str | None = None
