@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bench_train import arguments, run_cli
+from bench_train import arguments, cli_job
 
 # Each variant flips one option from the defaults (CLI overrides).
 VARIANTS: dict[str, list[str]] = {
@@ -47,7 +47,7 @@ def main() -> None:
     for name, overrides in VARIANTS.items():
         if args.only and name != "defaults" and not any(s in name for s in args.only):
             continue
-        history, _ = run_cli(args.data, base + overrides)
+        (history,) = cli_job(args.data, base + overrides)[0]["jobs"]
         train, evals = history["train_samples_per_s"], history["val_samples_per_s"]
         rows.append((name, train[0], train[1], evals[1], history["epoch_train_loss"][1]))
         print(f"{name}: {rows[-1][1:]}", file=sys.stderr, flush=True)

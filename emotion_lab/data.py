@@ -6,6 +6,7 @@ to its own longest text and group texts of similar length into the same batch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 import datasets
 import torch
+from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -113,6 +115,22 @@ def _drop_bad_texts(ds: datasets.Dataset, column: str) -> datasets.Dataset:
     )
 
 
+def _tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """A fast tokenizer's identity: its serialized pipeline (vocabulary, merges, special tokens,
+    pre- and post-processing) less the truncation and padding state that every call resets.
+
+    ``datasets`` would otherwise pickle the whole tokenizer into each split's cache fingerprint
+    (most of a tiny job's data time; see docs/benchmarks.md). None for a slow tokenizer:
+    ``datasets`` then hashes it itself.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    backend.no_truncation()
+    backend.no_padding()
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+
+
 def tokenize_splits(
     cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> TokenizedSplits:
@@ -121,6 +139,7 @@ def tokenize_splits(
     _check_splits(raw, cfg)
     label_names = _label_names(raw, cfg)
     input_names = list(tokenizer.model_input_names)
+    digest = _tokenizer_digest(tokenizer)
 
     def encode(batch: dict) -> dict:
         enc = tokenizer(batch[cfg.text_column], truncation=True, max_length=max_length)
@@ -143,11 +162,18 @@ def tokenize_splits(
         if len(kept) == 0:
             raise DataError(f"split {split!r} of data.path={cfg.path} has no non-empty texts.")
         ds = kept
+        # Same rows, tokenizer and settings -> same fingerprint in every process: a sweep's jobs
+        # read the tokenized splits from the datasets cache instead of tokenizing again.
+        fingerprint = None
+        if digest is not None:
+            settings = [cfg.text_column, cfg.label_column, max_length, input_names]
+            fingerprint = Hasher.hash([ds._fingerprint, digest, encode.__code__, settings])
         return ds.map(
             encode,
             batched=True,
             remove_columns=ds.column_names,
             desc=f"Tokenizing {split}",
+            new_fingerprint=fingerprint,
         )
 
     train = encode_split(cfg.train_split, cfg.max_train_samples)

@@ -1,16 +1,21 @@
-"""Offline test setup: hub cache and emotion data from ../shared (or $EMOTION_LAB_SHARED)."""
+"""Offline test setup: hub cache and emotion data from ../shared (or $EMOTION_LAB_SHARED).
+
+The process helpers (``run_cli``, ``run_process``) live in tests/processes.py, shared with the
+benchmarks; they are imported here for the tests.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.processes import REPO, run_cli, run_process
+
+__all__ = ["REPO", "run_cli", "run_process"]
+
 SHARED = Path(os.environ.get("EMOTION_LAB_SHARED", REPO.parent / "shared")).resolve()
 EMOTION = SHARED / "data" / "emotion"
 
@@ -29,39 +34,6 @@ os.environ.update(
     TOKENIZERS_PARALLELISM="false",
     MLFLOW_ENABLE_ASYNC_LOGGING="false",
 )
-
-
-def run_cli(
-    args: list[str], cwd: Path, timeout: int = 600, module: str = "emotion_lab"
-) -> subprocess.CompletedProcess:
-    """Run ``python -m emotion_lab`` (or another entry ``module``) as a user would, in ``cwd``."""
-    return run_process([sys.executable, "-m", module, *args], cwd, timeout)[1]
-
-
-def run_process(
-    cmd: list[str], cwd: Path, timeout: int = 300
-) -> tuple[int, subprocess.CompletedProcess]:
-    """Run ``cmd`` with this checkout's package (whichever one is installed); returns its pid
-    and result. On timeout it gets SIGTERM first (Accelerate's launcher stops its workers on
-    SIGTERM, not on SIGKILL)."""
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        finally:
-            proc.kill()
-        raise
-    return proc.pid, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def tracking_uri(cwd: Path) -> str:

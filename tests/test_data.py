@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 import torch
 
@@ -9,7 +12,7 @@ from emotion_lab.config import DataConfig, ModelConfig, TrainerConfig
 from emotion_lab.data import LengthGroupedBatchSampler, load_raw, make_loaders, tokenize_splits
 from emotion_lab.errors import DataError
 from emotion_lab.modeling import load_tokenizer
-from tests.conftest import EMOTION
+from tests.conftest import EMOTION, run_process
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,35 @@ def test_unknown_column_is_a_clear_error(tokenizer):
     cfg = DataConfig(path=str(EMOTION), text_column="tweet", max_train_samples=10)
     with pytest.raises(DataError, match="data.text_column=tweet is not a column"):
         tokenize_splits(cfg, tokenizer, 128)
+
+
+# Tokenizes in a fresh process: twice (the second time with a tokenizer already used, whose
+# truncation state has changed), then once with another max_length. Prints the fingerprints.
+_TOKENIZE = """
+import json, sys
+from emotion_lab.config import DataConfig
+from emotion_lab.data import tokenize_splits
+from emotion_lab.modeling import load_tokenizer
+tok = load_tokenizer("distilgpt2")
+cfg = DataConfig(path=sys.argv[1], max_train_samples=64, max_eval_samples=32)
+runs = [tokenize_splits(cfg, tok, m) for m in (128, 128, 64)]
+print(json.dumps([[s._fingerprint for s in (r.train, r.validation, r.test)] for r in runs]))
+"""
+
+
+def test_tokenized_splits_are_reused_across_processes(tmp_path):
+    """A sweep's jobs, each in its own process or one after another, read the tokenized splits
+    from the datasets cache: same data and settings give the same fingerprint everywhere."""
+    env = {"HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-c", _TOKENIZE, str(EMOTION)]
+    found, cache_files = [], []
+    for _ in range(2):
+        _, done = run_process(cmd, tmp_path, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        found.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        cache_files.append(sorted(p.name for p in (tmp_path / "cache").rglob("cache-*.arrow")))
+    (first, again, shorter), second_process = found
+    assert first == again == second_process[0] == second_process[1]
+    assert all(a != b for a, b in zip(first, shorter, strict=True))
+    assert cache_files[0], "the tokenized splits must be cached"
+    assert cache_files[1] == cache_files[0], "the second process must tokenize nothing anew"

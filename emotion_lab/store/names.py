@@ -47,6 +47,21 @@ MONITOR_PARAM = "trainer.monitor"
 # Metrics a job logs once, at its end: the monitored score of the epoch it kept (best_<monitor>).
 BEST_PREFIX = "best_"
 BEST_EPOCH_METRIC = "best_epoch"
+# Test-split evaluation throughput, logged once (validation's is val_samples_per_s, per epoch).
+TEST_SAMPLES_PER_S = "test_samples_per_s"
+# Phases of a job, each logged once at its end as "<phase>_seconds" (train/timing.py):
+# start: Accelerate and the MLflow run opened; data: tokenizer and tokenized splits; model: model,
+# optimizer and loaders built and prepared; fit: the epochs (training, validation, checkpoints);
+# finish: the test split, final metrics, report, figure and (with tracking.log_model) the model.
+PHASES = ("start", "data", "model", "fit", "finish")
+# The job's peak memory, logged at its end: CUDA's max_memory_allocated on a GPU, else the
+# process's max RSS (docs/benchmarks.md compares it with the Trainer's).
+PEAK_MEMORY_MB = "peak_memory_mb"
+
+
+def phase_metric(phase: str) -> str:
+    return f"{phase}_seconds"
+
 
 # Artifacts of a job run.
 MODEL_ARTIFACT = "model"

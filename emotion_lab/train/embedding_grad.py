@@ -16,8 +16,9 @@ from torch import nn
 
 
 def reuse_embedding_grad(model: nn.Module) -> bool:
-    """Switch the input embedding to a sparse backward densified into a reused buffer; returns
-    whether the model has a plain ``nn.Embedding`` input layer to switch."""
+    """Switch the input embedding to a sparse backward densified into a reused buffer, released
+    during evaluation; returns whether the model has a plain ``nn.Embedding`` input layer to
+    switch."""
     try:
         embedding = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):
@@ -39,5 +40,12 @@ def reuse_embedding_grad(model: nn.Module) -> bool:
         rows = grad._indices()[0]
         weight.grad = buffer[0].index_add_(0, rows, grad._values().to(weight.dtype))
 
+    def release(module: nn.Module, args: tuple) -> None:
+        # Evaluation (no autograd) needs no gradient: the buffer is not held through it, where
+        # it would add to the job's peak memory; the next training step allocates it again.
+        if not torch.is_grad_enabled():
+            buffer.clear()
+
     embedding.weight.register_post_accumulate_grad_hook(densify)
+    embedding.register_forward_pre_hook(release)
     return True

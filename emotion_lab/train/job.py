@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import resource
 import shutil
 import tempfile
 import time
@@ -41,6 +42,7 @@ from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, best_epoch_record, evaluate, fit
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.plots import confusion_matrix_figure
+from emotion_lab.train.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,13 @@ def resolve_precision(cfg: TrainerConfig) -> str:
     if torch.cuda.is_available() and not cfg.cpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+
+
+def peak_memory_mb(accelerator: Accelerator) -> float:
+    """This process's peak so far: allocated CUDA memory on a GPU, max RSS on a CPU."""
+    if accelerator.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(accelerator.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_name(cfg: Config) -> str:
@@ -107,6 +116,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     With ``resume=true`` the job's newest MLflow run (same config) is continued from its last
     checkpoint, or skipped if it finished.
     """
+    watch = Stopwatch()
     accelerator = make_accelerator(cfg.trainer)
     key = job_key(resolved)
     experiment_id, previous = None, None
@@ -142,7 +152,8 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
             logger.tags({names.CHECKPOINT_DIR_TAG: str(ckpt_root)})
         logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
-        training, test_loader, splits, tokenizer = prepare(cfg, accelerator)
+        watch.lap("start")
+        training, test_loader, splits, tokenizer = prepare(cfg, accelerator, watch)
         ckpt = Checkpointer(
             accelerator, TrainState(), ckpt_root, cfg.trainer.checkpoint_every_n_steps
         )
@@ -158,12 +169,18 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
             logger.params(_data_params(splits, training, accelerator))
         logger.tags({names.LABEL_NAMES_TAG: ",".join(splits.label_names)})
         best_weights = fit(accelerator, training, cfg.trainer, logger.metrics, ckpt)
-        accelerator.unwrap_model(training.model).load_state_dict(best_weights)
+        if best_weights is not None:
+            accelerator.unwrap_model(training.model).load_state_dict(best_weights)
+        del best_weights  # the model holds them now
+        watch.lap("fit")
         metrics = test_and_log(
             cfg, job, accelerator, training, test_loader, tokenizer, logger, ckpt
         )
+        watch.lap("finish")
         metrics["wall_seconds"] = time.perf_counter() - wall_start
-        logger.metrics({"wall_seconds": metrics["wall_seconds"]}, step=ckpt.state.step)
+        finals = {"wall_seconds": metrics["wall_seconds"], **watch.metrics()}
+        finals[names.PEAK_MEMORY_MB] = peak_memory_mb(accelerator)
+        logger.metrics(finals, step=ckpt.state.step)
         accelerator.wait_for_everyone()
     # Only once the run is FINISHED: a kill before that resumes from the checkpoint.
     ckpt.remove()
@@ -171,12 +188,13 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
 
 
 def prepare(
-    cfg: Config, accelerator: Accelerator
+    cfg: Config, accelerator: Accelerator, watch: Stopwatch
 ) -> tuple[Training, DataLoader, TokenizedSplits, PreTrainedTokenizerBase]:
     """Tokenized data, the model, optimizer, schedule and loaders, prepared by Accelerate."""
     tokenizer = load_tokenizer(cfg.model.tokenizer_name)
     with accelerator.main_process_first():
         splits = tokenize_splits(cfg.data, tokenizer, cfg.model.max_length)
+    watch.lap("data")
     set_seed(cfg.seed)
     model = build_model(
         cfg.model, cfg.init, splits.label_names, tokenizer, cfg.model.attn_implementation
@@ -205,6 +223,7 @@ def prepare(
         # dynamic: batches have as many lengths as the texts, one graph serves them all.
         model = torch.compile(model, dynamic=True)
     training = Training(model, optimizer, scheduler, train_loader, val_loader, splits.label_names)
+    watch.lap("model")
     return training, test_loader, splits, tokenizer
 
 
@@ -239,10 +258,13 @@ def test_and_log(
     model. Final metrics: ``test_*``, and the kept epoch's validation numbers as ``best_val_*``."""
     state = ckpt.state
     label_names = training.label_names
+    start = time.perf_counter()
     test = evaluate(accelerator, training.model, test_loader, label_names, desc="test")
+    test_seconds = time.perf_counter() - start
     best = best_epoch_record(state)
     metrics = {
         **test.scalars("test"),
+        names.TEST_SAMPLES_PER_S: test.n / max(test_seconds, 1e-9),
         names.BEST_EPOCH_METRIC: state.best_epoch,
         **{names.BEST_PREFIX + k: best[k] for k in best if k.startswith("val_")},
         "epochs_run": len(state.history),

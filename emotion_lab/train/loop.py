@@ -45,14 +45,21 @@ def fit(
     cfg: TrainerConfig,
     log_metrics: LogMetrics,
     ckpt: Checkpointer,
-) -> dict[str, torch.Tensor]:
-    """Train until the last epoch or an early stop; returns the best epoch's weights."""
-    best_weights = ckpt.load_best()
+) -> dict[str, torch.Tensor] | None:
+    """Train until the last epoch or an early stop; returns the best epoch's weights, or None
+    when the model holds them already (the last epoch trained was the best)."""
+    kept: dict[str, torch.Tensor] = {}
     while not ckpt.state.finished:
         record = train_epoch(accelerator, t, cfg, log_metrics, ckpt)
-        best_weights = end_epoch(accelerator, t, cfg, log_metrics, ckpt, record) or best_weights
+        kept = end_epoch(accelerator, t, cfg, log_metrics, ckpt, record) or kept
         ckpt.save()
-    return best_weights
+    # Training is over and checkpointed: the optimizer's moments (twice the weights) are not
+    # kept through loading the best weights and testing, where they would set the peak memory.
+    t.optimizer.state.clear()
+    state = ckpt.state
+    if state.best_epoch == state.epoch - 1:
+        return None
+    return kept or ckpt.load_best()
 
 
 def train_epoch(
@@ -143,7 +150,11 @@ def end_epoch(
     ckpt: Checkpointer,
     record: dict[str, float],
 ) -> dict[str, torch.Tensor] | None:
-    """Validate, record, keep the weights if they are the best so far (returned), early-stop."""
+    """Validate, record, keep the weights if they are the best so far, early-stop.
+
+    The best weights are kept in the checkpoint folder; only without one is a copy kept in
+    memory, and returned.
+    """
     state = ckpt.state
     start = time.perf_counter()
     val = evaluate(accelerator, t.model, t.val_loader, t.label_names, desc="validation")
@@ -161,8 +172,10 @@ def end_epoch(
     if _improved(cfg.monitor, record[cfg.monitor], state.best_score):
         state.best_epoch, state.best_score, state.stale = state.epoch, record[cfg.monitor], 0
         weights = accelerator.unwrap_model(t.model).state_dict()
-        best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
-        ckpt.save_best(best_weights)
+        if ckpt.enabled:
+            ckpt.save_best(weights)
+        else:
+            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
     else:
         state.stale += 1
     state.epoch, state.batches_done = state.epoch + 1, 0

@@ -4,6 +4,7 @@ fused vs foreach vs for-loop optimizers, and length-grouped vs plainly shuffled 
 from __future__ import annotations
 
 import copy
+import weakref
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,13 @@ def test_reused_embedding_grad_equals_the_dense_one_and_reuses_its_buffer(tweets
         for (name, a), b in zip(dense.named_parameters(), reused.parameters(), strict=True):
             torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=1e-5, msg=name)
     assert len(pointers) == 1, "the same buffer must serve every step"
+    # Evaluation does not hold the buffer: once the gradient is reset, it is freed.
+    buffer = weakref.ref(weight.grad)
+    reused.zero_grad(set_to_none=True)
+    assert buffer() is not None
+    with torch.no_grad():
+        reused(**halves[0])
+    assert buffer() is None, "the buffer must be released for evaluation"
 
 
 @pytest.mark.slow
