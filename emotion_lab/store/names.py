@@ -34,6 +34,7 @@ SWEEP_DIR_TAG = "sweep_dir"
 
 # Params: the flattened resolved config (``flatten``), so a config key is its param name.
 INIT_PARAM = "init"
+SEED_PARAM = "seed"
 MAX_LENGTH_PARAM = "model.max_length"
 MONITOR_PARAM = "trainer.monitor"
 
