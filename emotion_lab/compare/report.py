@@ -132,7 +132,8 @@ def _budget_md(curves: pd.DataFrame, key: str) -> list[str]:
         "Expected best validation accuracy of n runs drawn at random from each family's runs "
         "(configurations x seeds), by the closed form of Dodge et al. (2019).",
         "",
-        markdown(wide.reset_index()),
+        # As text, so the budget column reads as whole numbers beside the scores.
+        markdown(wide.reset_index().astype({"budget": str})),
         "",
         f"![{BUDGET_PNG}]({BUDGET_PNG})",
         "",
