@@ -206,3 +206,5 @@ def test_named_configurations_are_compared_the_other_way_round(sweep: dict):
     bad = run_cli(["a=[init:nope]", "b=[init:scratch]"], sweep["cwd"], module=COMPARE)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "a: no configuration has init=nope" in bad.stderr
+    alone = run_cli(["a=[init:scratch]"], sweep["cwd"], module=COMPARE)
+    assert alone.returncode == 1 and "expected both named, or neither" in alone.stderr
