@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader, Sampler
@@ -35,6 +36,24 @@ class TokenizedSplits:
     train_lengths: list[int]
     # Rows dropped per split because their text was empty or not a string.
     skipped: dict[str, int]
+    # Each validation/test example's row in its raw split and its text, in the order of
+    # ``validation``/``test`` (sorted by length): what per-example predictions are keyed by.
+    validation_rows: list[int]
+    validation_texts: list[str]
+    test_rows: list[int]
+    test_texts: list[str]
+
+
+# Columns that ride along through tokenization until the splits are ordered.
+_ROW, _TEXT = "row", "text"
+
+
+def _by_length(ds: datasets.Dataset) -> tuple[datasets.Dataset, list[int], list[str]]:
+    """An eval split ordered by length (stable: equal lengths keep their row order), so its
+    batches carry almost no padding; with each example's raw row and text, in that order."""
+    order = np.argsort(np.asarray(ds["length"]), kind="stable")
+    ds = ds.select(order)
+    return ds.remove_columns(["length", _ROW, _TEXT]), list(ds[_ROW]), list(ds[_TEXT])
 
 
 def _looks_local(path: str) -> bool:
@@ -146,12 +165,14 @@ def tokenize_splits(
         enc = {k: v for k, v in enc.items() if k in input_names}
         enc["labels"] = batch[cfg.label_column]
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        enc[_TEXT] = batch[cfg.text_column]
         return enc
 
     skipped: dict[str, int] = {}
 
     def encode_split(split: str, limit: int | None) -> datasets.Dataset:
         ds = _subset(raw[split], limit)
+        ds = ds.add_column(_ROW, np.arange(len(ds)))
         _check_labels(ds, split, cfg.label_column, len(label_names))
         kept = _drop_bad_texts(ds, cfg.text_column)
         skipped[split] = len(ds) - len(kept)
@@ -171,7 +192,7 @@ def tokenize_splits(
         return ds.map(
             encode,
             batched=True,
-            remove_columns=ds.column_names,
+            remove_columns=[c for c in ds.column_names if c != _ROW],
             desc=f"Tokenizing {split}",
             new_fingerprint=fingerprint,
         )
@@ -180,14 +201,19 @@ def tokenize_splits(
     validation = encode_split(cfg.eval_split, cfg.max_eval_samples)
     test = encode_split(cfg.test_split, cfg.max_eval_samples)
     train_lengths = list(train["length"])
+    validation, validation_rows, validation_texts = _by_length(validation)
+    test, test_rows, test_texts = _by_length(test)
     return TokenizedSplits(
-        train=train.remove_columns("length"),
-        # Sorted by length: eval batches carry almost no padding.
-        validation=validation.sort("length").remove_columns("length"),
-        test=test.sort("length").remove_columns("length"),
+        train=train.remove_columns(["length", _ROW, _TEXT]),
+        validation=validation,
+        test=test,
         label_names=label_names,
         train_lengths=train_lengths,
         skipped=skipped,
+        validation_rows=validation_rows,
+        validation_texts=validation_texts,
+        test_rows=test_rows,
+        test_texts=test_texts,
     )
 
 

@@ -36,6 +36,23 @@ def test_label_names_come_from_the_classlabel(splits):
     assert len(splits.train) == 512 and len(splits.validation) == 200 and len(splits.test) == 200
 
 
+def test_eval_splits_are_ordered_by_length_and_keep_their_raw_rows_and_texts(splits, tokenizer):
+    raw = load_raw(DataConfig(path=str(EMOTION)))
+    for name, ds, rows, texts in (
+        ("validation", splits.validation, splits.validation_rows, splits.validation_texts),
+        ("test", splits.test, splits.test_rows, splits.test_texts),
+    ):
+        lengths = [len(ids) for ids in ds["input_ids"]]
+        assert sorted(rows) == list(range(200))
+        # Shortest first; equal lengths keep their raw row order (a stable sort).
+        assert list(zip(lengths, rows, strict=True)) == sorted(zip(lengths, rows, strict=True))
+        assert texts == [raw[name][r]["text"] for r in rows]
+        assert ds["labels"] == [raw[name][r]["label"] for r in rows]
+        assert ds["input_ids"][0] == tokenizer(texts[0])["input_ids"]
+        assert "text" not in ds.column_names and "row" not in ds.column_names
+    assert set(splits.train.column_names) == {"input_ids", "attention_mask", "labels"}
+
+
 def test_batches_are_padded_to_their_longest_text_not_to_128(splits, tokenizer):
     train, val, _ = make_loaders(
         splits,

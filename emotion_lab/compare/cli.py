@@ -16,6 +16,7 @@ register_schema()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare")
 def main(dcfg: DictConfig) -> None:
+    from emotion_lab.compare.groups import group_keys, group_markdown_frame
     from emotion_lab.compare.report import compare
     from emotion_lab.compare.table import markdown
     from emotion_lab.store.reader import SELECTION_RULE
@@ -29,13 +30,28 @@ def main(dcfg: DictConfig) -> None:
     # The run name repeats the swept values; the files keep it.
     shown = report.table.drop(columns=["run", *(["error"] if report.failed.empty else [])])
     print(f"\nSweep {report.sweep_id} (parent run {report.parent_run_id})\n{markdown(shown)}\n")
+    if report.groups is not None:
+        keys = group_keys(report.swept)
+        print(
+            "Configurations over seeds: mean ± std [min, max]\n"
+            f"{markdown(group_markdown_frame(report.groups, keys))}\n"
+        )
     if report.best is not None:
         b = report.best
         print(
-            f"Best by validation: job {b.job} {b.run}  val_accuracy {b.val_accuracy:.4f}  "
+            f"Best run by validation: job {b.job} {b.run}  val_accuracy {b.val_accuracy:.4f}  "
             f"test_accuracy {b.test_accuracy:.4f}  run_id {b.run_id}\n"
-            f"  (chosen by the {SELECTION_RULE})"
+            f"  ({report.best_why}; rule: {SELECTION_RULE})"
         )
+    c = report.comparison
+    if c is not None:
+        print(
+            f"\nCompared a = {c.a.label}: {c.a.choice.why}\n"
+            f"     and b = {c.b.label}: {c.b.choice.why}\n"
+            f"{c.sentence()}\n(interval over {c.covers})"
+        )
+    elif report.comparison_note:
+        print(f"\nNo paired comparison: {report.comparison_note}")
     if not report.failed.empty:
         print(f"{len(report.failed)} run(s) did not finish; see the status and error columns.")
     for stale in report.stale:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
-from emotion_lab.config import PathsConfig, TrackingConfig
+from emotion_lab.config import PathsConfig, TrackingConfig, _require
 
 
 @dataclass
@@ -18,9 +18,35 @@ class CompareConfig:
     # Register the best run's model (highest validation accuracy) in the MLflow model registry.
     register: bool = False
     registered_model: str = "emotion_lab"
+    a: list[str] = field(default_factory=list)
+    """First compared configuration as key:value items, a=[init:pretrained,lr:1e-4]; keys left
+    out are chosen on validation. Empty: the best of each value of the first swept key."""
+    b: list[str] = field(default_factory=list)
+    """Second compared configuration, named like ``a`` (both or neither)."""
+    bootstrap_resamples: int = 10000
+    """Bootstrap resamples of the paired intervals (more: steadier interval ends, slower)."""
+    confidence: float = 0.95
+    """Coverage of the bootstrap intervals."""
+    bootstrap_seed: int = 0
+    """Seed of the resampling, so the same sweep gives the same intervals."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     debug: bool = False
+
+    def __post_init__(self) -> None:
+        _require(bool(self.a) == bool(self.b), "a/b", (self.a, self.b), "both named, or neither")
+        for side in ("a", "b"):
+            items = getattr(self, side)
+            _require(
+                all(":" in item for item in items), side, items, "key:value items ([init:scratch])"
+            )
+        _require(
+            self.bootstrap_resamples >= 100,
+            "bootstrap_resamples",
+            self.bootstrap_resamples,
+            "an int >= 100",
+        )
+        _require(0 < self.confidence < 1, "confidence", self.confidence, "a number in (0, 1)")
 
 
 def register_schema() -> None:

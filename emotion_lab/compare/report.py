@@ -1,5 +1,6 @@
-"""The compare command's work: read the sweep, write the table and figures, log them to the
-sweep's parent run (so they show in the MLflow UI), optionally register the best model."""
+"""The compare command's work: read the sweep, group its runs into configurations, compare two
+of them on the same test examples, write the report (markdown, CSV, figures), log it to the
+sweep's parent run (so it shows in the MLflow UI), optionally register the best model."""
 
 from __future__ import annotations
 
@@ -13,17 +14,36 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from emotion_lab.compare import figures
+from emotion_lab.compare.budget import BUDGET_METRIC, expected_max_table
 from emotion_lab.compare.config import CompareConfig
+from emotion_lab.compare.groups import (
+    Group,
+    group_keys,
+    group_markdown_frame,
+    group_table,
+    make_groups,
+)
+from emotion_lab.compare.paired import Comparison, choose_pair, compare_pair
 from emotion_lab.compare.runs import SweepRuns, read_sweep
 from emotion_lab.compare.table import best_row, markdown, run_table
-from emotion_lab.errors import TrackingError
+from emotion_lab.errors import TrackingError, UserError, one_line
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_reading, ui_address
-from emotion_lab.store.reader import SELECTION_RULE, RunningRun, stale_runs
+from emotion_lab.store.reader import (
+    SELECTION_RULE,
+    RunningRun,
+    decided_by,
+    monitor_of,
+    selection_key,
+    stale_runs,
+)
 
 ARTIFACT_DIR = names.COMPARE_ARTIFACT_DIR
-TABLE_MD, TABLE_CSV = "runs.md", "runs.csv"
+TABLE_MD, TABLE_CSV, GROUPS_CSV = "runs.md", "runs.csv", "groups.csv"
+PAIRED_CSV, PER_CLASS_CSV, DISAGREEMENTS_CSV = "paired.csv", "per_class_f1.csv", "disagreements.csv"
+BUDGET_CSV = "expected_max.csv"
 ACCURACY_PNG, VALIDATION_PNG, TRAIN_LOSS_PNG = "accuracy.png", "val_curves.png", "train_loss.png"
+CONFUSION_DIFF_PNG, BUDGET_PNG = "confusion_difference.png", "expected_max.png"
 
 
 @dataclass
@@ -34,6 +54,13 @@ class Report:
     swept: list[str]
     output_dir: Path
     best: pd.Series | None
+    # Which part of the selection rule picked ``best``, in words.
+    best_why: str = ""
+    # Configurations (every swept key but the seed) and their summary, when seeds were swept.
+    groups: pd.DataFrame | None = None
+    comparison: Comparison | None = None
+    # Why there is no comparison, when there is none.
+    comparison_note: str = ""
     # The MLflow UI's Runs view of this sweep.
     ui_url: str = ""
     registered: ModelVersion | None = None
@@ -46,7 +73,84 @@ class Report:
         return self.table[self.table.status != "FINISHED"]
 
 
-def _summary(sweep: SweepRuns, table: pd.DataFrame, best: pd.Series | None) -> str:
+def _best_why(sweep: SweepRuns, best: pd.Series | None) -> str:
+    done = [r for r in sweep.jobs if r.info.status == "FINISHED"]
+    if best is None:
+        return ""
+    keys = [selection_key(r.data.metrics, monitor_of(r)) for r in done]
+    chosen = next(i for i, r in enumerate(done) if r.info.run_id == best.run_id)
+    return decided_by(keys, chosen, monitor_of(done[chosen]))
+
+
+def _comparison_md(c: Comparison) -> list[str]:
+    paired = c.paired_frame()
+    shown = pd.DataFrame(
+        {
+            "metric": paired["metric"],
+            "a": paired["a_mean"],
+            "b": paired["b_mean"],
+            "a - b": paired["difference"],
+            f"{c.level:.0%} CI": [
+                f"[{lo:+.4f}, {hi:+.4f}]"
+                for lo, hi in zip(paired["ci_low"], paired["ci_high"], strict=True)
+            ],
+        }
+    )
+    mcnemar = ", ".join(f"seeds {sa}/{sb}: p = {p:.3g}" for sa, sb, p in c.mcnemar)
+    per_class = c.per_class_f1()
+    disagreements = c.disagreements()
+    return [
+        f"## {c.a.label} vs {c.b.label} on the test set",
+        "",
+        f"**{c.sentence()}**",
+        "",
+        f"- a = `{c.a.label}`: {c.a.choice.why}; runs {', '.join(c.a.run_ids)}.",
+        f"- b = `{c.b.label}`: {c.b.choice.why}; runs {', '.join(c.b.run_ids)}.",
+        f"- {len(c.true)} test examples. a and b are each the mean over their runs. The interval "
+        f"is a {c.level:.0%} percentile bootstrap interval ({c.resamples} resamples) and covers "
+        f"the variance from {c.covers}. It does not cover the choice of a and b on validation.",
+        f"- McNemar's exact test (accuracy, paired per example, seed-matched run pairs): "
+        f"{mcnemar}.",
+        "",
+        markdown(shown),
+        "",
+        "### Per-class test F1 (mean over runs)",
+        "",
+        markdown(per_class),
+        "",
+        f"![{CONFUSION_DIFF_PNG}]({CONFUSION_DIFF_PNG})",
+        "",
+        f"### Test examples a and b disagree on (top {len(disagreements)})",
+        "",
+        "Both most confident first (by the smaller of the two probabilities). A configuration's "
+        "label and probability come from its mean class probabilities over its runs.",
+        "",
+        markdown(disagreements),
+        "",
+    ]
+
+
+def _budget_md(curves: pd.DataFrame, key: str) -> list[str]:
+    if curves.empty:
+        return []
+    wide = curves.pivot_table(index="budget", columns=key, values="expected_max", sort=False)
+    wide.columns = [f"{key}={v}" for v in wide.columns]
+    return [
+        f"## Expected best {BUDGET_METRIC} under a tuning budget",
+        "",
+        "Expected best validation accuracy of n runs drawn at random from each family's runs "
+        "(configurations x seeds), by the closed form of Dodge et al. (2019).",
+        "",
+        # As text, so the budget column reads as whole numbers beside the scores.
+        markdown(wide.reset_index().astype({"budget": str})),
+        "",
+        f"![{BUDGET_PNG}]({BUDGET_PNG})",
+        "",
+    ]
+
+
+def _summary(sweep: SweepRuns, report: Report, keys: list[str], curves: pd.DataFrame) -> str:
+    table = report.table
     done = int((table.status == "FINISHED").sum())
     lines = [
         f"# Sweep {sweep.sweep_id}",
@@ -58,13 +162,29 @@ def _summary(sweep: SweepRuns, table: pd.DataFrame, best: pd.Series | None) -> s
         markdown(table),
         "",
     ]
-    if best is not None:
+    if report.groups is not None:
         lines += [
-            f"Best by validation: job {best.job} `{best.run}` (run `{best.run_id}`), "
-            f"val_accuracy {best.val_accuracy:.4f}, test_accuracy {best.test_accuracy:.4f}. "
-            f"Chosen by the {SELECTION_RULE}.",
+            "## Configurations over seeds",
+            "",
+            "Each cell: mean ± sample standard deviation [min, max] over the finished runs.",
+            "",
+            markdown(group_markdown_frame(report.groups, keys)),
             "",
         ]
+    best = report.best
+    if best is not None:
+        lines += [
+            f"Best run by validation: job {best.job} `{best.run}` (run `{best.run_id}`), "
+            f"val_accuracy {best.val_accuracy:.4f}, test_accuracy {best.test_accuracy:.4f}; "
+            f"{report.best_why}. Rule: {SELECTION_RULE}.",
+            "",
+        ]
+    if report.comparison is not None:
+        lines += _comparison_md(report.comparison)
+    elif report.comparison_note:
+        lines += [f"No paired comparison: {report.comparison_note}", ""]
+    if keys:
+        lines += _budget_md(curves, keys[0])
     lines += [f"![{name}]({name})" for name in (ACCURACY_PNG, VALIDATION_PNG, TRAIN_LOSS_PNG)]
     return "\n".join(lines) + "\n"
 
@@ -75,20 +195,71 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def write_files(sweep: SweepRuns, table: pd.DataFrame, out: Path) -> list[Path]:
+def _csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_files(sweep: SweepRuns, report: Report) -> list[Path]:
+    out = report.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    best = best_row(sweep, table)
-    (out / TABLE_MD).write_text(_summary(sweep, table, best))
-    table.to_csv(out / TABLE_CSV, index=False)
+    table = report.table
+    keys = group_keys(sweep.swept)
+    curves = expected_max_table(table, keys[0]) if keys else pd.DataFrame()
+    (out / TABLE_MD).write_text(_summary(sweep, report, keys, curves))
     labels = figures.run_labels(table, sweep.swept)
     title = f"sweep {sweep.sweep_id}"
-    return [
+    seeds = report.groups is not None
+    files = [
         out / TABLE_MD,
-        out / TABLE_CSV,
-        _save(figures.accuracy_figure(table, sweep.swept, title), out / ACCURACY_PNG),
+        _csv(table, out / TABLE_CSV),
+        _save(figures.accuracy_figure(table, keys, seeds, title), out / ACCURACY_PNG),
         _save(figures.validation_figure(sweep.history, labels, title), out / VALIDATION_PNG),
         _save(figures.train_loss_figure(sweep.history, labels, title), out / TRAIN_LOSS_PNG),
     ]
+    if report.groups is not None:
+        files.append(_csv(report.groups, out / GROUPS_CSV))
+    c = report.comparison
+    if c is not None:
+        files += [
+            _csv(c.paired_frame(), out / PAIRED_CSV),
+            _csv(c.per_class_f1(), out / PER_CLASS_CSV),
+            _csv(c.disagreements(), out / DISAGREEMENTS_CSV),
+            _save(
+                figures.confusion_difference_figure(
+                    c.confusion_difference(), c.label_names, c.a.label, c.b.label
+                ),
+                out / CONFUSION_DIFF_PNG,
+            ),
+        ]
+    if keys:
+        files += [
+            _csv(curves, out / BUDGET_CSV),
+            _save(figures.expected_max_figure(curves, keys[0], title), out / BUDGET_PNG),
+        ]
+    return files
+
+
+def _label_names(groups: list[Group]) -> list[str]:
+    for group in groups:
+        for run in group.finished:
+            if names.LABEL_NAMES_TAG in run.data.tags:
+                return run.data.tags[names.LABEL_NAMES_TAG].split(",")
+    raise TrackingError("no finished run of the compared configurations records its label names.")
+
+
+def _compare_two(
+    client: MlflowClient, groups: list[Group], keys: list[str], cfg: CompareConfig
+) -> tuple[Comparison | None, str]:
+    """The paired comparison, or why there is none. Named configurations that cannot be
+    compared are an error; the default pair is skipped with its reason."""
+    try:
+        pair = choose_pair(groups, keys, cfg)
+        return compare_pair(client, pair, _label_names([c.group for c in pair]), cfg), ""
+    except UserError as e:
+        if cfg.a:
+            raise
+        return None, one_line(e)
 
 
 def register_best(
@@ -124,23 +295,30 @@ def compare(cfg: CompareConfig) -> Report:
     client, experiment = open_for_reading(cfg.tracking)
     sweep = read_sweep(client, experiment.experiment_id, cfg.sweep)
     table = run_table(sweep)
+    keys = group_keys(sweep.swept)
+    groups = make_groups(sweep.jobs, keys)
     out = Path(cfg.output_dir or Path(cfg.paths.outputs) / "compare" / sweep.sweep_id)
-    files = write_files(sweep, table, out)
+    best = best_row(sweep, table)
+    comparison, note = _compare_two(client, groups, keys, cfg)
     parent_id = sweep.parent.info.run_id
-    for path in files:
-        client.log_artifact(parent_id, str(path), ARTIFACT_DIR)
     report = Report(
         sweep.sweep_id,
         parent_id,
         table,
         sweep.swept,
         out,
-        best_row(sweep, table),
-        files=files,
+        best,
+        best_why=_best_why(sweep, best),
+        groups=group_table(table, keys) if names.SEED_PARAM in sweep.swept else None,
+        comparison=comparison,
+        comparison_note=note,
         ui_url=names.sweep_runs_url(
             ui_address(client.tracking_uri), experiment.experiment_id, sweep.sweep_id
         ),
     )
+    report.files = write_files(sweep, report)
+    for path in report.files:
+        client.log_artifact(parent_id, str(path), ARTIFACT_DIR)
     ours = {sweep.parent.info.run_id, *(r.info.run_id for r in sweep.jobs)}
     report.stale = [
         r for r in stale_runs(client, experiment.experiment_id) if r.run.info.run_id in ours

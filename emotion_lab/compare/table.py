@@ -77,7 +77,7 @@ def best_row(sweep: SweepRuns, table: pd.DataFrame) -> pd.Series | None:
     return table[table.run_id == run.info.run_id].iloc[0]
 
 
-def _cell(key: str, value: object) -> str:
+def cell(key: str, value: object) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.{_DECIMALS.get(key, 4)}f}"
     return str(value).replace("|", "\\|").replace("\n", " ")
@@ -86,7 +86,7 @@ def _cell(key: str, value: object) -> str:
 def markdown(table: pd.DataFrame) -> str:
     """A markdown table padded to align, so the same text reads well in a terminal."""
     header = list(table.columns)
-    cells = [[_cell(k, row[k]) for k in header] for _, row in table.iterrows()]
+    cells = [[cell(k, row[k]) for k in header] for _, row in table.iterrows()]
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
 
     def line(values: list[str]) -> str:

@@ -41,6 +41,7 @@ SWEEP_KEY_TAG = "sweep_key"
 
 # Params: the flattened resolved config (``flatten``), so a config key is its param name.
 INIT_PARAM = "init"
+SEED_PARAM = "seed"
 MAX_LENGTH_PARAM = "model.max_length"
 MONITOR_PARAM = "trainer.monitor"
 
@@ -69,6 +70,14 @@ CONFIG_ARTIFACT = "config.yaml"
 CONFUSION_ARTIFACT = "confusion_matrix.png"
 REPORT_TXT_ARTIFACT = "classification_report.txt"
 REPORT_JSON_ARTIFACT = "classification_report.json"
+# Per-example predictions of the kept epoch: a folder holding one parquet file per split.
+PREDICTIONS_ARTIFACT = "predictions"
+TEST_PREDICTIONS = "test.parquet"
+VAL_PREDICTIONS = "validation.parquet"
+# Their columns: the example's row in its raw split, its text, the true and the predicted label
+# (class indices), and one softmax probability per class, named PROB_PREFIX + label name.
+PRED_ROW, PRED_TEXT, PRED_LABEL, PRED_PREDICTED = "row", "text", "label", "pred"
+PROB_PREFIX = "prob_"
 # Artifacts of a sweep's parent run.
 SWEEP_SUMMARY_ARTIFACT = "sweep_summary.md"
 COMPARE_ARTIFACT_DIR = "compare"

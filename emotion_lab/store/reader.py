@@ -3,7 +3,8 @@ rule that picks the best run.
 
 The best run is chosen on validation numbers only, so the test set never picks a model: the
 score the job monitored for early stopping (``best_<trainer.monitor>``), then validation
-macro-F1, then validation loss, then the lowest job number.
+macro-F1, then validation loss, then the lowest job number. A group of runs (one configuration
+over several seeds) is scored by the mean of each of these over its finished runs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from emotion_lab.store import names
 # How the best run is chosen, in words, for reports that name their choice.
 SELECTION_RULE = (
     "highest validation score the jobs monitored (trainer.monitor; lowest for val_loss), "
-    "ties broken by validation macro-F1, then validation loss, then job order"
+    "ties broken by validation macro-F1, then validation loss, then job order; "
+    "a configuration run with several seeds by the mean of each over its seeds"
 )
 _TIE_BREAKS = ("val_macro_f1", "val_loss")
 
@@ -90,9 +92,46 @@ def selection_key(metrics: Mapping[str, float], monitor: str) -> tuple[float, ..
     return (value(monitor), *(value(k) for k in _TIE_BREAKS))
 
 
+def group_selection_key(runs: Sequence[Run]) -> tuple[float, ...]:
+    """``selection_key`` of a group of runs (a configuration over seeds): the mean of each
+    component over its FINISHED runs; a group without one ranks last."""
+    keys = [selection_key(r.data.metrics, monitor_of(r)) for r in runs if _done(r)]
+    if not keys:
+        return (-math.inf,) * (1 + len(_TIE_BREAKS))
+    return tuple(float(sum(column) / len(keys)) for column in zip(*keys, strict=True))
+
+
+def best_group(groups: Sequence[Sequence[Run]]) -> int | None:
+    """Index of the group validation prefers (earliest on a complete tie), or None when no
+    group has a finished run."""
+    keys = [group_selection_key(g) for g in groups]
+    if not keys or all(k[0] == -math.inf for k in keys):
+        return None
+    return max(range(len(keys)), key=lambda i: (keys[i], -i))
+
+
+def decided_by(keys: Sequence[tuple[float, ...]], chosen: int, monitor: str) -> str:
+    """Which part of the rule picked ``keys[chosen]`` over the others, in words: the monitored
+    score, a tie-break (naming the scores it tied on), or the order."""
+    order = (monitor, *_TIE_BREAKS)
+    rivals = [k for i, k in enumerate(keys) if i != chosen]
+    if not rivals:
+        return "the only candidate"
+    for depth, name in enumerate(order):
+        rivals = [k for k in rivals if k[: depth + 1] == keys[chosen][: depth + 1]]
+        if not rivals:
+            tied = f" (tied on {', '.join(order[:depth])})" if depth else ""
+            return f"decided by {name}{tied}"
+    return f"decided by order (tied on {', '.join(order)})"
+
+
+def _done(run: Run) -> bool:
+    return run.info.status == "FINISHED"
+
+
 def best_run(runs: Sequence[Run]) -> Run | None:
     """The FINISHED run that validation prefers (see the module docstring), or None."""
-    done = [r for r in runs if r.info.status == "FINISHED"]
+    done = [r for r in runs if _done(r)]
     if not done:
         return None
     # max keeps the first of equal keys: the lowest job number.

@@ -39,9 +39,11 @@ from emotion_lab.store.names import flatten
 from emotion_lab.store.writer import RunLogger, find_job_run, tracked_run
 from emotion_lab.train.checkpoint import Checkpointer, TrainState
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
-from emotion_lab.train.loop import Training, best_epoch_record, evaluate, fit
+from emotion_lab.train.loop import Training, best_epoch_record, fit, predict
+from emotion_lab.train.metrics import evaluate_logits
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.plots import confusion_matrix_figure
+from emotion_lab.train.predictions import predictions_frame
 from emotion_lab.train.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -174,7 +176,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         del best_weights  # the model holds them now
         watch.lap("fit")
         metrics = test_and_log(
-            cfg, job, accelerator, training, test_loader, tokenizer, logger, ckpt
+            cfg, job, accelerator, training, test_loader, splits, tokenizer, logger, ckpt
         )
         watch.lap("finish")
         metrics["wall_seconds"] = time.perf_counter() - wall_start
@@ -250,17 +252,23 @@ def test_and_log(
     accelerator: Accelerator,
     training: Training,
     test_loader: DataLoader,
+    splits: TokenizedSplits,
     tokenizer: PreTrainedTokenizerBase,
     logger: RunLogger,
     ckpt: Checkpointer,
 ) -> dict[str, float]:
-    """Test the loaded best epoch; log final metrics, the report, the confusion matrix and the
-    model. Final metrics: ``test_*``, and the kept epoch's validation numbers as ``best_val_*``."""
+    """Test the loaded best epoch; log final metrics, the report, the confusion matrix, the
+    per-example predictions and the model. Final metrics: ``test_*``, and the kept epoch's
+    validation numbers as ``best_val_*``."""
     state = ckpt.state
     label_names = training.label_names
     start = time.perf_counter()
-    test = evaluate(accelerator, training.model, test_loader, label_names, desc="test")
+    test_logits, test_labels = predict(accelerator, training.model, test_loader, "test")
+    test = evaluate_logits(test_logits, test_labels, label_names)
     test_seconds = time.perf_counter() - start
+    # Validation predictions are recomputed from the kept weights rather than held since their
+    # epoch: the same numbers, and nothing more to carry through a checkpoint and a resume.
+    val_logits, val_labels = predict(accelerator, training.model, training.val_loader, "val")
     best = best_epoch_record(state)
     metrics = {
         **test.scalars("test"),
@@ -285,6 +293,16 @@ def test_and_log(
         fig.savefig(job.output_dir / names.CONFUSION_ARTIFACT, dpi=120)
         logger.figure(fig, names.CONFUSION_ARTIFACT)
         plt.close(fig)
+        with tempfile.TemporaryDirectory() as tmp:
+            test_rows = predictions_frame(
+                test_logits, test_labels, splits.test_rows, splits.test_texts, label_names
+            )
+            test_rows.to_parquet(Path(tmp) / names.TEST_PREDICTIONS, index=False)
+            val_rows = predictions_frame(
+                val_logits, val_labels, splits.validation_rows, splits.validation_texts, label_names
+            )
+            val_rows.to_parquet(Path(tmp) / names.VAL_PREDICTIONS, index=False)
+            logger.directory(tmp, names.PREDICTIONS_ARTIFACT)
         if cfg.tracking.log_model:
             with tempfile.TemporaryDirectory() as tmp:
                 accelerator.unwrap_model(training.model).save_pretrained(tmp)

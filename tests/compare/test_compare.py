@@ -18,7 +18,17 @@ pytestmark = pytest.mark.slow
 
 COMPARE = "emotion_lab.compare"
 PNG = b"\x89PNG\r\n\x1a\n"
-FILES = {"runs.md", "runs.csv", "accuracy.png", "val_curves.png", "train_loss.png"}
+FILES = {
+    "runs.md",
+    "runs.csv",
+    "accuracy.png",
+    "val_curves.png",
+    "train_loss.png",
+    "expected_max.csv",
+    "expected_max.png",
+}
+# Files of a comparison of two configurations (init=pretrained vs init=scratch).
+PAIRED_FILES = {"paired.csv", "per_class_f1.csv", "disagreements.csv", "confusion_difference.png"}
 
 
 def _sweep_id(proc) -> str:
@@ -116,14 +126,18 @@ def test_table_numbers_equal_the_metrics_stored_in_mlflow(store: dict, good_repo
 
 
 def test_report_files_are_written_and_logged_to_the_sweep_parent(store: dict, good_report: Path):
-    assert {p.name for p in good_report.iterdir()} == FILES
-    for name in FILES - {"runs.md", "runs.csv"}:
-        data = (good_report / name).read_bytes()
-        assert data[:8] == PNG and len(data) > 10_000, name
+    assert {p.name for p in good_report.iterdir()} == FILES | PAIRED_FILES
+    for name in FILES | PAIRED_FILES:
+        if name.endswith(".png"):
+            data = (good_report / name).read_bytes()
+            assert data[:8] == PNG and len(data) > 10_000, name
     markdown = (good_report / "runs.md").read_text()
     assert markdown.count("| FINISHED |") == 4
     assert "![accuracy.png](accuracy.png)" in markdown
-    assert _logged(store, store["good"]) == FILES
+    # No seed axis: one run per configuration, no table over seeds, intervals over examples.
+    assert "Configurations over seeds" not in markdown
+    assert "test examples only" in markdown
+    assert _logged(store, store["good"]) == FILES | PAIRED_FILES
 
 
 def test_register_true_registers_the_best_validation_run(store: dict, good_report: Path):
@@ -153,6 +167,7 @@ def test_latest_sweep_lists_the_failed_run_with_its_error(store: dict, latest_re
     assert failed.error == runs[failed.run_id].data.tags["error"]
     assert "data.text_column=nosuchcolumn" in failed.error
     assert "did not finish" in proc.stdout and "nosuchcolumn" in proc.stdout
+    assert "No paired comparison: best of data.text_column=nosuchcolumn" in proc.stdout
     assert {p.name for p in report.iterdir()} == FILES
     assert _logged(store, store["bad"]) == FILES
 

@@ -1,0 +1,86 @@
+"""Runs grouped into configurations: every swept key but the seed. A group's runs differ only by
+their seed; its numbers are their mean, standard deviation, min and max."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Run
+
+from emotion_lab.compare.table import cell
+from emotion_lab.store.names import SEED_PARAM
+
+# Numbers summarised per group: the kept epoch's validation numbers, then the test numbers.
+GROUP_METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
+STATS = ("mean", "std", "min", "max")
+
+
+def group_keys(swept: list[str]) -> list[str]:
+    """The keys that define a configuration: every swept key except the seed."""
+    return [k for k in swept if k != SEED_PARAM]
+
+
+@dataclass
+class Group:
+    """One configuration: its key values and its runs (all of them; statistics use the
+    finished ones), in job order."""
+
+    values: dict[str, str]
+    runs: list[Run]
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.values.items()) or "all runs"
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.info.status == "FINISHED"]
+
+
+def make_groups(jobs: list[Run], keys: list[str]) -> list[Group]:
+    """Groups in the order of their first job."""
+    groups: dict[tuple[str, ...], Group] = {}
+    for run in jobs:
+        values = {k: run.data.params.get(k, "") for k in keys}
+        groups.setdefault(tuple(values.values()), Group(values, [])).runs.append(run)
+    return list(groups.values())
+
+
+def group_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per configuration: its key values, n finished runs, and the mean, sample standard
+    deviation (ddof=1; empty for n=1), min and max of each of GROUP_METRICS."""
+    done = table[table.status == "FINISHED"]
+    order = list(dict.fromkeys(map(tuple, table[keys].astype(str).values))) if keys else [()]
+    rows = []
+    for values in order:
+        part = done
+        for k, v in zip(keys, values, strict=True):
+            part = part[part[k].astype(str) == v]
+        row: dict[str, object] = dict(zip(keys, values, strict=True))
+        row["n"] = len(part)
+        for metric in GROUP_METRICS:
+            x = part[metric].dropna().to_numpy(float)
+            row[f"{metric}_mean"] = x.mean() if len(x) else np.nan
+            row[f"{metric}_std"] = x.std(ddof=1) if len(x) > 1 else np.nan
+            row[f"{metric}_min"] = x.min() if len(x) else np.nan
+            row[f"{metric}_max"] = x.max() if len(x) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def group_markdown_frame(groups: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The group table as text cells, ``mean ± std [min, max]`` per metric."""
+
+    def text(row: pd.Series, metric: str) -> str:
+        mean, std, low, high = (row[f"{metric}_{s}"] for s in STATS)
+        if np.isnan(mean):
+            return ""
+        spread = "" if np.isnan(std) else f" ± {cell(metric, std)}"
+        return f"{cell(metric, mean)}{spread} [{cell(metric, low)}, {cell(metric, high)}]"
+
+    out = groups[[*keys, "n"]].copy()
+    for metric in GROUP_METRICS:
+        out[metric] = [text(row, metric) for _, row in groups.iterrows()]
+    return out
