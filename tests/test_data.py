@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from emotion_lab.config import DataConfig, ModelConfig, TrainerConfig
-from emotion_lab.data import LengthGroupedBatchSampler, load_raw, make_loaders, tokenize_splits
+from emotion_lab.data import (
+    LengthGroupedBatchSampler,
+    load_raw,
+    load_splits,
+    make_loaders,
+    tokenize_splits,
+)
 from emotion_lab.errors import DataError
 from emotion_lab.modeling import load_tokenizer
 from tests.conftest import EMOTION
@@ -20,7 +26,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def splits(tokenizer):
     cfg = DataConfig(path=str(EMOTION), max_train_samples=512, max_eval_samples=200)
-    return tokenize_splits(cfg, tokenizer, max_length=128)
+    return tokenize_splits(load_splits(cfg, seed=0), tokenizer, max_length=128)
 
 
 def test_full_dataset_matches_the_hub_layout():
@@ -86,7 +92,7 @@ def test_missing_local_path_is_a_clear_error():
         load_raw(DataConfig(path="/no/such/dir"))
 
 
-def test_unknown_column_is_a_clear_error(tokenizer):
+def test_unknown_column_is_a_clear_error():
     cfg = DataConfig(path=str(EMOTION), text_column="tweet", max_train_samples=10)
     with pytest.raises(DataError, match="data.text_column=tweet is not a column"):
-        tokenize_splits(cfg, tokenizer, 128)
+        load_splits(cfg, seed=0)

@@ -28,8 +28,14 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from emotion_lab.config import Config, TrainerConfig
-from emotion_lab.data import TokenizedSplits, make_loaders, tokenize_splits
-from emotion_lab.modeling import build_model, load_tokenizer
+from emotion_lab.data import (
+    LabeledSplits,
+    TokenizedSplits,
+    load_splits,
+    make_loaders,
+    tokenize_splits,
+)
+from emotion_lab.modeling import build_model, check_max_length, load_tokenizer
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
@@ -98,7 +104,11 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     With ``resume=true`` the job's newest MLflow run (same config) is continued from its last
     checkpoint, or skipped if it finished.
     """
+    check_max_length(cfg.model)
     accelerator = make_accelerator(cfg.trainer)
+    # Read, labelled and split before the store is touched: bad data leaves no run behind.
+    with accelerator.main_process_first():
+        data = load_splits(cfg.data, cfg.seed)
     key = job_key(resolved)
     experiment_id, previous = None, None
     if accelerator.is_main_process:
@@ -121,9 +131,8 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         tags[names.OVERRIDES_TAG] = " ".join(job.overrides)[:5000]
     if job.parent_run_id:
         tags[names.PARENT_TAG] = job.parent_run_id
-    with tracked_run(
-        experiment_id, run_name(cfg), flatten(resolved), tags, resume=previous
-    ) as logger:
+    params = flatten(resolved) | data.params()
+    with tracked_run(experiment_id, run_name(cfg), params, tags, resume=previous) as logger:
         run_id = broadcast_object_list([logger.run_id])[0]
         ckpt_root = None
         if cfg.trainer.checkpointing:
@@ -132,7 +141,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         if previous is None:
             logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
-        training, test_loader, splits, tokenizer = prepare(cfg, accelerator)
+        training, test_loader, splits, tokenizer = prepare(cfg, accelerator, data)
         ckpt = Checkpointer(
             accelerator, TrainState(), ckpt_root, cfg.trainer.checkpoint_every_n_steps
         )
@@ -160,12 +169,12 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
 
 
 def prepare(
-    cfg: Config, accelerator: Accelerator
+    cfg: Config, accelerator: Accelerator, data: LabeledSplits
 ) -> tuple[Training, DataLoader, TokenizedSplits, PreTrainedTokenizerBase]:
     """Tokenized data, the model, optimizer, schedule and loaders, prepared by Accelerate."""
     tokenizer = load_tokenizer(cfg.model.tokenizer_name)
     with accelerator.main_process_first():
-        splits = tokenize_splits(cfg.data, tokenizer, cfg.model.max_length)
+        splits = tokenize_splits(data, tokenizer, cfg.model.max_length)
     set_seed(cfg.seed)
     model = build_model(
         cfg.model, cfg.init, splits.label_names, tokenizer, cfg.model.attn_implementation
