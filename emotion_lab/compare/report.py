@@ -34,6 +34,8 @@ class Report:
     swept: list[str]
     output_dir: Path
     best: pd.Series | None
+    # The class names the jobs trained on (their label_names tag), in one line.
+    classes: str = ""
     # The MLflow UI's Runs view of this sweep.
     ui_url: str = ""
     registered: ModelVersion | None = None
@@ -44,6 +46,16 @@ class Report:
         return self.table[self.table.status != "FINISHED"]
 
 
+def classes_line(sweep: SweepRuns) -> str:
+    """The class names of the sweep's jobs, e.g. "Classes (3): anger, fear, joy"; each set
+    once when the jobs differ (as in a sweep over data.label_column)."""
+    found = [r.data.tags.get(names.LABEL_NAMES_TAG) for r in sweep.jobs]
+    sets = list(dict.fromkeys(f for f in found if f))
+    if not sets:
+        return "Classes: not recorded (no job got as far as reading its data)."
+    return "; ".join(f"Classes ({len(s.split(','))}): {s.replace(',', ', ')}" for s in sets)
+
+
 def _summary(sweep: SweepRuns, table: pd.DataFrame, best: pd.Series | None) -> str:
     done = int((table.status == "FINISHED").sum())
     lines = [
@@ -52,6 +64,8 @@ def _summary(sweep: SweepRuns, table: pd.DataFrame, best: pd.Series | None) -> s
         f"Parent run `{sweep.parent.info.run_id}`; {done} finished, {len(table) - done} not "
         f"finished; swept: {', '.join(sweep.swept) or 'nothing'}. Validation numbers are those "
         "of each run's best epoch.",
+        "",
+        classes_line(sweep) + ".",
         "",
         markdown(table),
         "",
@@ -134,6 +148,7 @@ def compare(cfg: CompareConfig) -> Report:
         sweep.swept,
         out,
         best_row(sweep, table),
+        classes=classes_line(sweep),
         files=files,
         ui_url=names.sweep_runs_url(
             ui_address(client.tracking_uri), experiment.experiment_id, sweep.sweep_id

@@ -113,7 +113,8 @@ def _folder_files(folder: Path) -> dict[str, list[Path]]:
         raise DataError(f"data.path={folder}: the folder holds no data files.") from e
     resolved = DataFilesDict.from_local_or_remote(patterns, base_path=str(folder))
     files: dict[str, list[Path]] = {}
-    for split, paths in resolved.items():
+    for named, paths in resolved.items():
+        split = str(named)
         known = [Path(p) for p in paths if Path(p).suffix.lower() in FILE_BUILDERS]
         if not known:
             names = ", ".join(Path(p).name for p in paths)

@@ -113,7 +113,7 @@ def _sample(rows: Rows, n: int | None, key: str, seed: int, names: list[str]) ->
 def load_splits(cfg: DataConfig, seed: int) -> LabeledSplits:
     """Read the data, encode its labels, carve what is missing, and take the asked samples."""
     raw = read_sources(cfg)
-    available = sorted(raw.splits)
+    available = sorted(str(split) for split in raw.splits)
     if cfg.train_split not in raw.splits:
         raise DataError(
             f"the data has no split {cfg.train_split!r} to train on; it has {available}. "

@@ -35,6 +35,7 @@ SWEEP_DIR_TAG = "sweep_dir"
 # Params: the flattened resolved config (``flatten``), so a config key is its param name.
 INIT_PARAM = "init"
 MAX_LENGTH_PARAM = "model.max_length"
+TEXT_COLUMN_PARAM = "data.text_column"
 MONITOR_PARAM = "trainer.monitor"
 # Params of the data a job used, per split (train, validation, test): where its rows came from
 # (files, a hub split, or carved out of train, with the seed), and the seeded sample taken of them.
