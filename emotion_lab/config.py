@@ -90,12 +90,24 @@ class OptimizerConfig:
 
 
 @dataclass
+class DataFiles:
+    """One file per split, e.g. data.files.train=a.csv data.files.test=b.jsonl."""
+
+    train: str | None = None
+    """The training file."""
+    validation: str | None = None
+    """The validation file; null = carved from train."""
+    test: str | None = None
+    """The test file; null = carved from train."""
+
+
+@dataclass
 class DataConfig:
     path: str = "dair-ai/emotion"
     """A hub id, a local dataset dir, a folder of train/validation/test files, or one file."""
     name: str | None = None
     """The dataset's configuration on the hub (dair-ai/emotion: split); null = its default."""
-    files: dict[str, str] = field(default_factory=dict)
+    files: DataFiles = field(default_factory=DataFiles)
     """Explicit files per split (data.files.train=a.csv data.files.test=b.jsonl); replaces path."""
     text_column: Any = "text"
     """The text column, or two columns ([premise, hypothesis]) tokenized as a sentence pair."""
@@ -119,6 +131,16 @@ class DataConfig:
     """A stratified, seeded sample of this many validation and test rows each; null = all."""
     num_workers: int = 0
     """DataLoader worker processes; 0 loads batches in the training process (fastest on CPU)."""
+
+    @property
+    def split_files(self) -> dict[str, str]:
+        """``data.files`` by split name (data.train_split, eval_split, test_split)."""
+        named = {
+            self.train_split: self.files.train,
+            self.eval_split: self.files.validation,
+            self.test_split: self.files.test,
+        }
+        return {split: path for split, path in named.items() if path}
 
     @property
     def text_columns(self) -> list[str]:
@@ -157,6 +179,12 @@ class DataConfig:
             "data.label_names",
             self.label_names,
             "null or at least two distinct names",
+        )
+        _require(
+            not self.split_files or self.files.train is not None,
+            "data.files",
+            self.split_files,
+            "a data.files.train file beside the others",
         )
         _require(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emotion_lab.config import DataConfig, ModelConfig
+from emotion_lab.config import DataConfig, DataFiles, ModelConfig
 from emotion_lab.data import load_splits, tokenize_splits
 from emotion_lab.data.splits import Rows, split_off
 from emotion_lab.errors import DataError, ModelError
@@ -143,14 +143,14 @@ def test_explicit_files_per_split_may_mix_formats(tmp_path: Path):
     tweets(40, seed=7).to_parquet(tmp_path / "b.parquet")
     pd.DataFrame(tweets(40, seed=8)).to_csv(tmp_path / "c.tsv", sep="\t", index=False)
     cfg = DataConfig(
-        files={"train": str(tmp_path / "a.csv"), "test": str(tmp_path / "b.parquet")},
+        files=DataFiles(train=str(tmp_path / "a.csv"), test=str(tmp_path / "b.parquet")),
         text_column="tweet",
         label_column="feeling",
     )
     data = load_splits(cfg, seed=0)
     assert (len(data.train), len(data.validation), len(data.test)) == (108, 12, 40)
     tsv = DataConfig(
-        files={"train": str(tmp_path / "c.tsv"), "validation": str(tmp_path / "b.parquet")},
+        files=DataFiles(train=str(tmp_path / "c.tsv"), validation=str(tmp_path / "b.parquet")),
         text_column="tweet",
         label_column="feeling",
     )

@@ -12,6 +12,7 @@ import yaml
 from mlflow.artifacts import download_artifacts
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from emotion_lab.attention.stats import HeadStats
 from emotion_lab.config import DataConfig
@@ -94,7 +95,8 @@ def run_data(client: MlflowClient, run_id: str) -> tuple[DataConfig, int] | None
         logged = yaml.safe_load(Path(path).read_text())
     known = {f.name for f in dataclasses.fields(DataConfig)}
     data = {k: v for k, v in logged.get("data", {}).items() if k in known}
-    return DataConfig(**data), int(logged.get("seed", 0))
+    merged = OmegaConf.merge(OmegaConf.structured(DataConfig), data)
+    return OmegaConf.to_object(merged), int(logged.get("seed", 0))  # type: ignore[return-value]
 
 
 def comparison_targets(a: RunRef, b: RunRef) -> list[str]:

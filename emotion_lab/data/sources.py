@@ -166,9 +166,14 @@ def read_sources(cfg: DataConfig) -> RawData:
     ``data.name`` chooses a configuration of a hub dataset or local dataset dir; plain files and
     folders of files have none, so there it plays no part.
     """
-    if cfg.files:
-        files = {split: [Path(f).expanduser()] for split, f in cfg.files.items()}
-        return _from_files(files, {split: f"data.files.{split}" for split in files})
+    if cfg.split_files:
+        files = {split: [Path(f).expanduser()] for split, f in cfg.split_files.items()}
+        keys = {
+            cfg.train_split: "data.files.train",
+            cfg.eval_split: "data.files.validation",
+            cfg.test_split: "data.files.test",
+        }
+        return _from_files(files, keys)
     if not _looks_local(cfg.path):
         return _from_hub(cfg.path, cfg)
     local = Path(cfg.path).expanduser()

@@ -35,6 +35,7 @@ from emotion_lab.data import (
     make_loaders,
     tokenize_splits,
 )
+from emotion_lab.errors import UserError
 from emotion_lab.modeling import build_model, check_max_length, load_tokenizer
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
@@ -104,11 +105,16 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     With ``resume=true`` the job's newest MLflow run (same config) is continued from its last
     checkpoint, or skipped if it finished.
     """
-    check_max_length(cfg.model)
     accelerator = make_accelerator(cfg.trainer)
-    # Read, labelled and split before the store is touched: bad data leaves no run behind.
-    with accelerator.main_process_first():
-        data = load_splits(cfg.data, cfg.seed)
+    data, early_error = None, None
+    try:
+        data = _checked_data(cfg, accelerator)
+    except UserError as e:
+        # A lone job with bad input leaves no run behind. A sweep's job is recorded all the
+        # same, as FAILED with the reason, so that the sweep accounts for every job.
+        if job.sweep_id is None:
+            raise
+        early_error = e
     key = job_key(resolved)
     experiment_id, previous = None, None
     if accelerator.is_main_process:
@@ -131,8 +137,11 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         tags[names.OVERRIDES_TAG] = " ".join(job.overrides)[:5000]
     if job.parent_run_id:
         tags[names.PARENT_TAG] = job.parent_run_id
-    params = flatten(resolved) | data.params()
+    params = flatten(resolved) | (data.params() if data else {})
     with tracked_run(experiment_id, run_name(cfg), params, tags, resume=previous) as logger:
+        if early_error is not None:
+            raise early_error
+        assert data is not None
         run_id = broadcast_object_list([logger.run_id])[0]
         ckpt_root = None
         if cfg.trainer.checkpointing:
@@ -166,6 +175,14 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         accelerator.wait_for_everyone()
         ckpt.remove()
         return metrics
+
+
+def _checked_data(cfg: Config, accelerator: Accelerator) -> LabeledSplits:
+    """The position limit checked, then the data read, labelled and split: before the store
+    is touched and before any weights load."""
+    check_max_length(cfg.model)
+    with accelerator.main_process_first():
+        return load_splits(cfg.data, cfg.seed)
 
 
 def prepare(
