@@ -54,7 +54,7 @@ def test_empty_split_is_refused(tmp_path: Path, tokenizer):
     path = _write(
         tmp_path, {"train": _good(), "validation": _good(), "test": {"text": [], "label": []}}
     )
-    with pytest.raises(DataError, match=r"data.path: .*test.parquet: the file has no rows"):
+    with pytest.raises(DataError, match=r"data.path: .*test.parquet: the file has no data rows"):
         load_splits(DataConfig(path=str(path)), seed=0)
 
 

@@ -184,7 +184,7 @@ def _write(path: Path, text: str) -> Path:
             "tweet,feeling\n",
             "train.csv",
             {},
-            r"train.csv: the file has no rows \(only a header\?\)",
+            r"train.csv: the file has no data rows \(a header only\?\)",
         ),
         ("a,b\n1,2\n", "train.xlsx", {}, r"train.xlsx: unknown extension '.xlsx'"),
         ('{"tweet": "hi"\n', "train.jsonl", {}, r"train.jsonl: cannot read it as json: "),

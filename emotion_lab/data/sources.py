@@ -83,13 +83,11 @@ def read_file(path: Path, key: str) -> datasets.Dataset:
     except ValueError as e:
         # What the builders raise for a file that parses to no rows: a header, or "[]".
         if "corresponds to no data" in str(e):
-            raise DataError(f"{where}: the file has no rows (only a header?).") from e
+            raise DataError(f"{where}: the file has no data rows (a header only?).") from e
         raise DataError(f"{where}: cannot read it as {builder}: {one_line(e)}") from e
     except (datasets.exceptions.DatasetGenerationError, OSError) as e:
         cause = e.__cause__ or e
         raise DataError(f"{where}: cannot read it as {builder}: {one_line(cause)}") from e
-    if len(ds) == 0:
-        raise DataError(f"{where}: the file has no rows.")
     return ds
 
 
