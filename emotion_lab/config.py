@@ -97,32 +97,102 @@ class OptimizerConfig:
 
 
 @dataclass
+class DataFiles:
+    """One file per split, e.g. data.files.train=a.csv data.files.test=b.jsonl."""
+
+    train: str | None = None
+    """The training file."""
+    validation: str | None = None
+    """The validation file; null = carved from train."""
+    test: str | None = None
+    """The test file; null = carved from train."""
+
+
+@dataclass
 class DataConfig:
     path: str = "dair-ai/emotion"
-    """Hub id or local dataset dir."""
-    name: str | None = "split"
-    """Dataset configuration name on the hub (dair-ai/emotion has split and unsplit)."""
-    text_column: str = "text"
-    """Column holding the texts."""
+    """A hub id, a local dataset dir, a folder of train/validation/test files, or one file."""
+    name: str | None = None
+    """The dataset's configuration on the hub (dair-ai/emotion: split); null = its default."""
+    files: DataFiles = field(default_factory=DataFiles)
+    """Explicit files per split (data.files.train=a.csv data.files.test=b.jsonl); replaces path."""
+    text_column: Any = "text"
+    """The text column, or two columns ([premise, hypothesis]) tokenized as a sentence pair."""
     label_column: str = "label"
-    """Column holding the labels (a ClassLabel: names and count come from it)."""
+    """The label column: a ClassLabel, strings (names = their sorted set) or integer ids."""
+    label_names: list[str] | None = None
+    """Class names for integer labels (id i is label_names[i]), or the class order of strings."""
     train_split: str = "train"
-    """Split trained on."""
+    """The split trained on; it must exist."""
     eval_split: str = "validation"
-    """Split that picks the best epoch and the best run."""
+    """The split that picks the best epoch; carved from train when the data has none."""
     test_split: str = "test"
-    """Split the best epoch is tested on."""
+    """The split the kept model is tested on; carved from train when the data has none."""
+    val_fraction: float = 0.1
+    """Share of train carved out as validation (stratified, seeded by seed) when there is none."""
+    test_fraction: float = 0.1
+    """Share of train carved out as test (stratified, seeded by seed) when there is none."""
     max_train_samples: int | None = None
-    """Training subset size; null = all."""
+    """A stratified, seeded sample of this many training rows; null = all."""
     max_eval_samples: int | None = None
-    """Validation and test subset size; null = all."""
+    """A stratified, seeded sample of this many validation and test rows each; null = all."""
     num_workers: int = 0
-    """DataLoader worker processes (0 is fastest: tokenization happens once, before training)."""
+    """DataLoader worker processes; 0 loads batches in the training process (fastest on CPU)."""
+
+    @property
+    def split_files(self) -> dict[str, str]:
+        """``data.files`` by split name (data.train_split, eval_split, test_split)."""
+        named = {
+            self.train_split: self.files.train,
+            self.eval_split: self.files.validation,
+            self.test_split: self.files.test,
+        }
+        return {split: path for split, path in named.items() if path}
+
+    @property
+    def text_columns(self) -> list[str]:
+        """The text column(s) as a list: one text, or the two texts of a pair."""
+        if isinstance(self.text_column, str):
+            return [self.text_column]
+        return list(self.text_column)
 
     def __post_init__(self) -> None:
+        columns = self.text_column
+        _require(
+            isinstance(columns, str)
+            or (
+                isinstance(columns, list | tuple)
+                and len(columns) in (1, 2)
+                and all(isinstance(c, str) for c in columns)
+            ),
+            "data.text_column",
+            columns,
+            "a column name, or a list of two for sentence pairs",
+        )
         for key in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, key)
             _require(value is None or value > 0, f"data.{key}", value, "null or a positive int")
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            _require(0 < value < 1, f"data.{key}", value, "a fraction in (0, 1)")
+        _require(
+            self.val_fraction + self.test_fraction < 1,
+            "data.val_fraction + data.test_fraction",
+            self.val_fraction + self.test_fraction,
+            "< 1, so that some rows are left to train on",
+        )
+        _require(
+            self.label_names is None or len(set(self.label_names)) == len(self.label_names) > 1,
+            "data.label_names",
+            self.label_names,
+            "null or at least two distinct names",
+        )
+        _require(
+            not self.split_files or self.files.train is not None,
+            "data.files",
+            self.split_files,
+            "a data.files.train file beside the others",
+        )
         _require(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
 
 

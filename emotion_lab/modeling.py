@@ -45,9 +45,8 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def build_config(
-    cfg: ModelConfig, label_names: list[str], tokenizer: PreTrainedTokenizerBase
-) -> PretrainedConfig:
+def _architecture(cfg: ModelConfig) -> PretrainedConfig:
+    """The model's config (config.json alone) with ``model.config_overrides`` applied."""
     config = _hub_call("config", cfg.name_or_path, AutoConfig.from_pretrained, cfg.name_or_path)
     for key, value in cfg.config_overrides.items():
         if not hasattr(config, key):
@@ -55,6 +54,27 @@ def build_config(
                 f"model.config_overrides.{key}: {type(config).__name__} has no such field."
             )
         setattr(config, key, value)
+    return config
+
+
+def check_max_length(cfg: ModelConfig) -> None:
+    """Refuse a ``model.max_length`` the model has no positions for, before anything loads.
+
+    Longer inputs would index past the position embeddings: an IndexError on CPU, a device-side
+    assert that kills the process on a GPU. Models without absolute positions have no limit.
+    """
+    limit = getattr(_architecture(cfg), "max_position_embeddings", None)
+    if isinstance(limit, int) and cfg.max_length > limit:
+        raise ModelError(
+            f"model.max_length={cfg.max_length} is more than {cfg.name_or_path} has positions "
+            f"for ({limit}); set model.max_length<={limit}."
+        )
+
+
+def build_config(
+    cfg: ModelConfig, label_names: list[str], tokenizer: PreTrainedTokenizerBase
+) -> PretrainedConfig:
+    config = _architecture(cfg)
     config.num_labels = len(label_names)
     config.id2label = dict(enumerate(label_names))
     config.label2id = {name: i for i, name in enumerate(label_names)}

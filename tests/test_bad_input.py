@@ -8,10 +8,10 @@ import datasets
 import pytest
 
 from emotion_lab.config import DataConfig, Init, ModelConfig
-from emotion_lab.data import tokenize_splits
+from emotion_lab.data import load_splits, tokenize_splits
 from emotion_lab.errors import DataError, ModelError
 from emotion_lab.modeling import build_model, load_tokenizer
-from tests.conftest import run_cli
+from tests.conftest import SMALL_DATA, run_cli
 
 FEATURES = datasets.Features(
     {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
@@ -36,14 +36,16 @@ def tokenizer():
 def test_labels_outside_the_classlabel_range_are_refused(tmp_path: Path, tokenizer):
     bad = {"text": ["a", "b", "c"], "label": [0, 1, -1]}
     path = _write(tmp_path, {"train": bad, "validation": _good(), "test": _good()})
-    with pytest.raises(DataError, match="split 'train': 1 rows have labels outside 0..1"):
-        tokenize_splits(DataConfig(path=str(path), name=None), tokenizer, 32)
+    with pytest.raises(
+        DataError, match=r"train.parquet: label -1 in column 'label' \(1 rows\) is outside the"
+    ):
+        load_splits(DataConfig(path=str(path)), seed=0)
 
 
 def test_empty_texts_are_dropped_and_counted(tmp_path: Path, tokenizer):
     rows = {"text": ["fine", "", "   ", None, "also fine"], "label": [0, 1, 0, 1, 1]}
     path = _write(tmp_path, {"train": rows, "validation": _good(), "test": _good()})
-    splits = tokenize_splits(DataConfig(path=str(path), name=None), tokenizer, 32)
+    splits = tokenize_splits(load_splits(DataConfig(path=str(path)), seed=0), tokenizer, 32)
     assert splits.skipped == {"train": 3, "validation": 0, "test": 0}
     assert len(splits.train) == 2
 
@@ -52,8 +54,8 @@ def test_empty_split_is_refused(tmp_path: Path, tokenizer):
     path = _write(
         tmp_path, {"train": _good(), "validation": _good(), "test": {"text": [], "label": []}}
     )
-    with pytest.raises(DataError, match='"test" corresponds to no data'):
-        tokenize_splits(DataConfig(path=str(path), name=None), tokenizer, 32)
+    with pytest.raises(DataError, match=r"data.path: .*test.parquet: the file has no data rows"):
+        load_splits(DataConfig(path=str(path)), seed=0)
 
 
 def test_model_neither_cached_nor_reachable_says_so():
@@ -64,7 +66,7 @@ def test_model_neither_cached_nor_reachable_says_so():
 
 
 def test_unwritable_sqlite_store_is_one_line(tmp_path: Path):
-    proc = run_cli(["tracking.uri=sqlite:////proc/no/such/mlflow.db"], tmp_path)
+    proc = run_cli([*SMALL_DATA, "tracking.uri=sqlite:////proc/no/such/mlflow.db"], tmp_path)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "emotion_lab: error: tracking.uri=sqlite:////proc/no/such/mlflow.db" in proc.stderr

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from emotion_lab.config import DataConfig, ModelConfig, TrainerConfig
-from emotion_lab.data import LengthGroupedBatchSampler, load_raw, make_loaders, tokenize_splits
+from emotion_lab.data import (
+    LengthGroupedBatchSampler,
+    load_raw,
+    load_splits,
+    make_loaders,
+    tokenize_splits,
+)
 from emotion_lab.errors import DataError
 from emotion_lab.modeling import load_tokenizer
 from tests.conftest import EMOTION, run_process
@@ -23,7 +29,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def splits(tokenizer):
     cfg = DataConfig(path=str(EMOTION), max_train_samples=512, max_eval_samples=200)
-    return tokenize_splits(cfg, tokenizer, max_length=128)
+    return tokenize_splits(load_splits(cfg, seed=0), tokenizer, max_length=128)
 
 
 def test_full_dataset_matches_the_hub_layout():
@@ -106,10 +112,10 @@ def test_missing_local_path_is_a_clear_error():
         load_raw(DataConfig(path="/no/such/dir"))
 
 
-def test_unknown_column_is_a_clear_error(tokenizer):
+def test_unknown_column_is_a_clear_error():
     cfg = DataConfig(path=str(EMOTION), text_column="tweet", max_train_samples=10)
     with pytest.raises(DataError, match="data.text_column=tweet is not a column"):
-        tokenize_splits(cfg, tokenizer, 128)
+        load_splits(cfg, seed=0)
 
 
 # Tokenizes in a fresh process: twice (the second time with a tokenizer already used, whose
@@ -117,11 +123,12 @@ def test_unknown_column_is_a_clear_error(tokenizer):
 _TOKENIZE = """
 import json, sys
 from emotion_lab.config import DataConfig
-from emotion_lab.data import tokenize_splits
+from emotion_lab.data import load_splits, tokenize_splits
 from emotion_lab.modeling import load_tokenizer
 tok = load_tokenizer("distilgpt2")
 cfg = DataConfig(path=sys.argv[1], max_train_samples=64, max_eval_samples=32)
-runs = [tokenize_splits(cfg, tok, m) for m in (128, 128, 64)]
+data = load_splits(cfg, seed=0)
+runs = [tokenize_splits(data, tok, m) for m in (128, 128, 64)]
 print(json.dumps([[s._fingerprint for s in (r.train, r.validation, r.test)] for r in runs]))
 """
 

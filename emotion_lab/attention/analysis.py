@@ -11,7 +11,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from emotion_lab.attention import bertviz_export, plots, report
-from emotion_lab.attention.extract import LoadedModel, attention_batches, forward_attention
+from emotion_lab.attention.extract import (
+    LoadedModel,
+    attention_batches,
+    forward_attention,
+    predicted_label,
+)
 from emotion_lab.attention.stats import HeadStats, HeadStatsAccumulator
 from emotion_lab.attention.tokens import EncodedText
 from emotion_lab.errors import ConfigError, ModelError
@@ -74,10 +79,23 @@ def draw_example(
     return names
 
 
+def example_prediction(loaded: LoadedModel, example: EncodedText) -> str:
+    """A trained classifier's classes, by name, and what it predicts for the drawn text."""
+    label, prob = predicted_label(loaded, example)
+    classes = ", ".join(loaded.model.config.id2label[i] for i in range(loaded.model.num_labels))
+    return f"Classes: {classes}. The drawn text {example.text!r} is predicted {label} ({prob:.2f})."
+
+
 def write_model_analysis(
-    name: str, stats: HeadStats, out_dir: Path, top_words: int, min_count: int
+    name: str,
+    stats: HeadStats,
+    out_dir: Path,
+    top_words: int,
+    min_count: int,
+    prediction: str | None = None,
 ) -> str:
-    """Tables, figures and the summary of one model's statistics; returns the summary."""
+    """Tables, figures and the summary of one model's statistics; returns the summary.
+    ``prediction``: a trained classifier's line on the drawn text, placed under the title."""
     out_dir.mkdir(parents=True, exist_ok=True)
     roles = report.head_roles(stats)
     roles.to_csv(out_dir / "head_stats.csv", index=False)
@@ -103,6 +121,9 @@ def write_model_analysis(
             out_dir / "top_words.png",
         )
     text = report.model_summary(name, stats, top_words, min_count)
+    if prediction:
+        title, rest = text.split("\n\n", 1)
+        text = f"{title}\n\n{prediction}\n\n{rest}"
     (out_dir / "summary.md").write_text(text)
     return text
 

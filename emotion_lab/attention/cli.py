@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.attention.config import AttentionConfig, register_schema
-from emotion_lab.config import CONFIG_DIR
+from emotion_lab.config import CONFIG_DIR, DataConfig
 from emotion_lab.errors import ConfigError, DataError
 from emotion_lab.reporting import quiet_libraries, report_error
 
@@ -21,24 +21,42 @@ register_schema()
 ARTIFACT_DIR = "attention"
 
 
-def sample_texts(cfg: AttentionConfig) -> list[str]:
-    """The user's texts, or a seeded random sample of the split."""
-    from emotion_lab.data import load_raw
+def sample_texts(
+    cfg: AttentionConfig, data: DataConfig, carve_seed: int
+) -> list[str] | list[tuple[str, str]]:
+    """The user's texts, or a seeded random sample of the split (texts, or the pairs of a
+    two-column ``data.text_column``). A split the data lacks is carved as training carves it,
+    with the training seed ``carve_seed``."""
+    from emotion_lab.data import load_splits
 
     if cfg.all_texts:
         return cfg.all_texts
-    split = cfg.split or cfg.data.eval_split
-    raw = load_raw(cfg.data)
-    if split not in raw:
-        raise DataError(f"split={split}: data.path={cfg.data.path} has splits {sorted(raw)}.")
-    ds = raw[split]
-    if cfg.data.text_column not in ds.column_names:
+    split = cfg.split or data.eval_split
+    roles = {data.train_split: "train", data.eval_split: "validation", data.test_split: "test"}
+    if split not in roles:
         raise DataError(
-            f"data.text_column={cfg.data.text_column} is not a column of split {split!r} "
-            f"(columns: {ds.column_names})."
+            f"split={split}: expected one of the data's splits {sorted(roles)} "
+            "(data.train_split, data.eval_split, data.test_split)."
         )
+    ds = getattr(load_splits(data, carve_seed), roles[split])
     ds = ds.shuffle(seed=cfg.seed).select(range(min(cfg.num_texts, len(ds))))
-    return list(ds[cfg.data.text_column])
+    columns = [list(ds[c]) for c in data.text_columns]
+    return columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
+
+
+def _data_of(
+    cfg: AttentionConfig, client: Any, refs: list[Any], data_given: bool
+) -> tuple[DataConfig, int]:
+    """The data config given, or else that of the (first) run analysed, and the seed its
+    splits were carved with."""
+    from emotion_lab.attention import runs
+
+    if refs and not data_given:
+        logged = runs.run_data(client, refs[0].run_id)
+        if logged is not None:
+            print(f"Texts from the data {refs[0].name} trained on: {logged[0].path}", flush=True)
+            return logged
+    return cfg.data, cfg.seed
 
 
 def _folder(name: str) -> str:
@@ -60,14 +78,15 @@ def _resolve_runs(cfg: AttentionConfig) -> tuple[Any, list[Any]]:
     return client, [runs.run_ref(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
 
 
-def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
+def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> None:
+    """``data_given``: the ``data.*`` keys were set; if not, a run's own data is sampled."""
     from emotion_lab.attention import analysis, runs
     from emotion_lab.attention.extract import load_model_config, load_model_dir
     from emotion_lab.attention.tokens import encode_texts
     from emotion_lab.store.reader import load_logged_model
 
     client, refs = _resolve_runs(cfg)
-    texts = sample_texts(cfg)
+    texts = sample_texts(cfg, *_data_of(cfg, client, refs, data_given))
     if cfg.example_index >= len(texts):
         raise ConfigError(f"example_index={cfg.example_index}: there are {len(texts)} texts.")
 
@@ -87,8 +106,14 @@ def analyse(cfg: AttentionConfig, output_dir: Path) -> None:
                 loaded, encoded[cfg.example_index], cfg.layer, cfg.head, folder, cfg.bertviz
             )
             stats = analysis.head_statistics(loaded, encoded, cfg.batch_size)
+            # A run's model is a trained classifier: its classes and its verdict on the text.
+            prediction = (
+                None
+                if ref is None
+                else analysis.example_prediction(loaded, encoded[cfg.example_index])
+            )
             summary = analysis.write_model_analysis(
-                loaded.name, stats, folder, cfg.top_words, cfg.min_word_count
+                loaded.name, stats, folder, cfg.top_words, cfg.min_word_count, prediction
             )
         print(summary, flush=True)
         if ref is not None:
@@ -116,7 +141,9 @@ def main(dcfg: DictConfig) -> None:
     quiet_libraries()
     try:
         cfg: AttentionConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
-        analyse(cfg, Path(HydraConfig.get().runtime.output_dir))
+        hc = HydraConfig.get()
+        data_given = any(o.lstrip("+~").startswith("data") for o in hc.overrides.task)
+        analyse(cfg, Path(hc.runtime.output_dir), data_given)
     except Exception as e:
         report_error(e, bool(dcfg.get("debug", False)))
         raise SystemExit(1) from None

@@ -75,6 +75,16 @@ def _ready(name: str, model: PreTrainedModel, tokenizer: Tokenizer) -> LoadedMod
     return LoadedModel(name, model, tokenizer, causal=bool((first == 0).all()))
 
 
+def predicted_label(loaded: LoadedModel, encoded: EncodedText) -> tuple[str, float]:
+    """The class a trained classifier gives one text, by its own label names, and its
+    probability."""
+    with torch.inference_mode():
+        logits = loaded.model(input_ids=torch.tensor([encoded.input_ids])).logits[0]
+    probs = torch.softmax(logits.float(), dim=-1)
+    best = int(probs.argmax())
+    return loaded.model.config.id2label[best], float(probs[best])
+
+
 @dataclass
 class AttentionBatch:
     # [layers, batch, heads, query, key]

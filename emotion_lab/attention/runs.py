@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+from mlflow.artifacts import download_artifacts
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from emotion_lab.attention.stats import HeadStats
+from emotion_lab.config import DataConfig
 from emotion_lab.errors import TrackingError
 from emotion_lab.store import names
 from emotion_lab.store.reader import (
@@ -71,6 +77,26 @@ def sweep_pair(
         f"pretrained jobs of sweep {sweep_id} by the {SELECTION_RULE}."
     )
     return (run_ref(client, scratch.info.run_id), run_ref(client, pretrained.info.run_id)), why
+
+
+def run_data(client: MlflowClient, run_id: str) -> tuple[DataConfig, int] | None:
+    """The data config and seed a run trained with (its config.yaml), so its texts, its own
+    columns and its carved splits are sampled; None for a run that logged no config."""
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    if names.CONFIG_ARTIFACT not in artifacts:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download_artifacts(
+            run_id=run_id,
+            artifact_path=names.CONFIG_ARTIFACT,
+            dst_path=tmp,
+            tracking_uri=client.tracking_uri,
+        )
+        logged = yaml.safe_load(Path(path).read_text())
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    data = {k: v for k, v in logged.get("data", {}).items() if k in known}
+    merged = OmegaConf.merge(OmegaConf.structured(DataConfig), data)
+    return OmegaConf.to_object(merged), int(logged.get("seed", 0))  # type: ignore[return-value]
 
 
 def comparison_targets(a: RunRef, b: RunRef) -> list[str]:

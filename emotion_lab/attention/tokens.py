@@ -19,8 +19,13 @@ CONTINUATION = "##"
 BLANK = "␣"
 
 
+# Shown between the two texts of a sentence pair.
+PAIR_JOIN = " ‖ "
+
+
 @dataclass
 class EncodedText:
+    # The text, or the two texts of a pair joined by PAIR_JOIN.
     text: str
     input_ids: list[int]
     # One readable label per token, e.g. ["[CLS]", "i", "feel", "excit", "##ement", "[SEP]"].
@@ -32,37 +37,47 @@ class EncodedText:
 
 
 def encode_texts(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str] | list[tuple[str, str]],
+    max_length: int,
 ) -> list[EncodedText]:
+    """Texts, or (first, second) pairs tokenized as pairs the way training tokenizes them."""
     if not tokenizer.is_fast:
         raise ModelError(
             f"{type(tokenizer).__name__} is a slow tokenizer; attention labels need the "
             "character offsets of a fast one (save the model's tokenizer.json with it)."
         )
-    enc = tokenizer(texts, truncation=True, max_length=max_length, return_offsets_mapping=True)
+    parts = [(t,) if isinstance(t, str) else tuple(t) for t in texts]
+    columns = [list(column) for column in zip(*parts, strict=True)]
+    enc = tokenizer(*columns, truncation=True, max_length=max_length, return_offsets_mapping=True)
     special = set(tokenizer.all_special_ids)
     out = []
-    for i, text in enumerate(texts):
+    for i, sources in enumerate(parts):
         ids = enc["input_ids"][i]
         offsets = enc["offset_mapping"][i]
-        word_ids = enc.word_ids(i)
-        spans: dict[int, tuple[int, int]] = {}
-        for w, (start, end) in zip(word_ids, offsets, strict=True):
+        # A word is (which text of the pair, its index in that text).
+        words_of = [
+            None if w is None else (s, w)
+            for s, w in zip(enc.sequence_ids(i), enc.word_ids(i), strict=True)
+        ]
+        spans: dict[tuple[int, int], tuple[int, int]] = {}
+        for w, (start, end) in zip(words_of, offsets, strict=True):
             if w is not None:
                 s, e = spans.get(w, (start, end))
                 spans[w] = (min(s, start), max(e, end))
         labels, words, starts = [], [], []
-        for t, (token_id, (start, end), w) in enumerate(zip(ids, offsets, word_ids, strict=True)):
+        for t, (token_id, (start, end), w) in enumerate(zip(ids, offsets, words_of, strict=True)):
             if w is None or token_id in special:
                 token = tokenizer.convert_ids_to_tokens(token_id)
                 labels.append(token)
                 words.append(token)
                 starts.append(True)
                 continue
+            text = sources[w[0]]
             piece = text[start:end].strip() or BLANK
-            continues = t > 0 and word_ids[t - 1] == w
+            continues = t > 0 and words_of[t - 1] == w
             labels.append(CONTINUATION + piece if continues else piece)
             words.append(text[slice(*spans[w])].strip() or BLANK)
             starts.append(not continues)
-        out.append(EncodedText(text, list(ids), labels, words, starts))
+        out.append(EncodedText(PAIR_JOIN.join(sources), list(ids), labels, words, starts))
     return out

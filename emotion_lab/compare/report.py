@@ -61,6 +61,8 @@ class Report:
     comparison: Comparison | None = None
     # Why there is no comparison, when there is none.
     comparison_note: str = ""
+    # The class names the jobs trained on (their label_names tag), in one line.
+    classes: str = ""
     # The MLflow UI's Runs view of this sweep.
     ui_url: str = ""
     registered: ModelVersion | None = None
@@ -71,6 +73,16 @@ class Report:
     @property
     def failed(self) -> pd.DataFrame:
         return self.table[self.table.status != "FINISHED"]
+
+
+def classes_line(sweep: SweepRuns) -> str:
+    """The class names of the sweep's jobs, e.g. "Classes (3): anger, fear, joy"; each set
+    once when the jobs differ (as in a sweep over data.label_column)."""
+    found = [r.data.tags.get(names.LABEL_NAMES_TAG) for r in sweep.jobs]
+    sets = list(dict.fromkeys(f for f in found if f))
+    if not sets:
+        return "Classes: not recorded (no job got as far as reading its data)."
+    return "; ".join(f"Classes ({len(s.split(','))}): {s.replace(',', ', ')}" for s in sets)
 
 
 def _best_why(sweep: SweepRuns, best: pd.Series | None) -> str:
@@ -158,6 +170,8 @@ def _summary(sweep: SweepRuns, report: Report, keys: list[str], curves: pd.DataF
         f"Parent run `{sweep.parent.info.run_id}`; {done} finished, {len(table) - done} not "
         f"finished; swept: {', '.join(sweep.swept) or 'nothing'}. Validation numbers are those "
         "of each run's best epoch.",
+        "",
+        classes_line(sweep) + ".",
         "",
         markdown(table),
         "",
@@ -312,6 +326,7 @@ def compare(cfg: CompareConfig) -> Report:
         groups=group_table(table, keys) if names.SEED_PARAM in sweep.swept else None,
         comparison=comparison,
         comparison_note=note,
+        classes=classes_line(sweep),
         ui_url=names.sweep_runs_url(
             ui_address(client.tracking_uri), experiment.experiment_id, sweep.sweep_id
         ),

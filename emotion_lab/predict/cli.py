@@ -14,10 +14,20 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.config import CONFIG_DIR
+from emotion_lab.errors import ConfigError
 from emotion_lab.predict.config import PredictConfig, check, register_schema
-from emotion_lab.predict.texts import check_output, read_texts, with_predictions, write_predictions
+from emotion_lab.predict.texts import (
+    check_input,
+    check_output,
+    read_texts,
+    run_text_columns,
+    texts_of,
+    with_predictions,
+    write_predictions,
+)
 from emotion_lab.reporting import quiet_libraries, report_error
 from emotion_lab.store.connection import open_for_reading
+from emotion_lab.store.reader import get_run
 
 if TYPE_CHECKING:
     from emotion_lab.predict.model import Classifier
@@ -66,10 +76,12 @@ def _print_one(clf: Classifier, text: str, cfg: PredictConfig) -> None:
     print(probability_table(probs, clf.label_names))
 
 
-def _predict_file(clf: Classifier, rows: pd.DataFrame, cfg: PredictConfig) -> None:
+def _predict_file(
+    clf: Classifier, rows: pd.DataFrame, columns: list[str], cfg: PredictConfig
+) -> None:
     from emotion_lab.predict.model import predict_proba
 
-    texts = rows[cfg.text_column].tolist()
+    texts = texts_of(rows, columns)
     probs = predict_proba(clf, texts, cfg.batch_size, cfg.max_length, progress=True)
     out = with_predictions(rows, probs, clf.label_names)
     if cfg.output:
@@ -77,10 +89,9 @@ def _predict_file(clf: Classifier, rows: pd.DataFrame, cfg: PredictConfig) -> No
     else:
         width = max(map(len, clf.label_names))
         shown = out.head(_SHOWN_ROWS)
-        for text, label, p in zip(
-            shown[cfg.text_column], shown.predicted_label, shown.predicted_prob, strict=True
-        ):
-            print(f"{label:<{width}}  {p:.4f}  {_shorten(text)}")
+        for text, label, p in zip(texts, shown.predicted_label, shown.predicted_prob, strict=False):
+            shown_text = text if isinstance(text, str) else " ‖ ".join(text)
+            print(f"{label:<{width}}  {p:.4f}  {_shorten(shown_text)}")
         if len(out) > _SHOWN_ROWS:
             print(f"... {len(out) - _SHOWN_ROWS} more; set output=preds.csv|.jsonl to keep all.")
     print(_file_summary(out, clf.label_names))
@@ -88,14 +99,29 @@ def _predict_file(clf: Classifier, rows: pd.DataFrame, cfg: PredictConfig) -> No
         print(f"Wrote {cfg.output}")
 
 
+def _text_columns(cfg: PredictConfig, run_params: dict[str, str]) -> list[str]:
+    """``text_column`` as given, else the column(s) the run trained on."""
+    if cfg.text_column is None:
+        return run_text_columns(run_params)
+    return [cfg.text_column] if isinstance(cfg.text_column, str) else list(cfg.text_column)
+
+
 def run(cfg: PredictConfig) -> None:
     check(cfg)
     _quiet()
     # Input and output are checked before the model download, so a typo fails fast.
-    rows = read_texts(Path(cfg.input), cfg.text_column) if cfg.input else None
+    if cfg.input:
+        check_input(Path(cfg.input))
     if cfg.output:
         check_output(Path(cfg.output))
     client, _ = open_for_reading(cfg.tracking)
+    columns = _text_columns(cfg, get_run(client, cfg.run_id).data.params)  # type: ignore[arg-type]
+    rows = read_texts(Path(cfg.input), columns) if cfg.input else None
+    if rows is None and len(columns) > 1:
+        raise ConfigError(
+            f"run {cfg.run_id} classifies sentence pairs ({', '.join(columns)}): give "
+            "input=<.csv or .jsonl file> with both columns."
+        )
     # torch and transformers load only now, so argument mistakes are reported at once.
     from emotion_lab.predict.model import load_from_run
 
@@ -103,7 +129,7 @@ def run(cfg: PredictConfig) -> None:
     if rows is None:
         _print_one(clf, cfg.text or "", cfg)
     else:
-        _predict_file(clf, rows, cfg)
+        _predict_file(clf, rows, columns, cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")

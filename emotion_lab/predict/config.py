@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -19,7 +20,9 @@ class PredictConfig:
     input: str | None = None
     # Where file predictions go (.csv or .jsonl); null = print them.
     output: str | None = None
-    text_column: str = "text"
+    text_column: Any = None
+    """The input's text column, or two for a sentence pair; null = the column(s) the run trained
+    on (its data.text_column)."""
     batch_size: int = 64
     # Truncation length; null = the run's model.max_length.
     max_length: int | None = None
@@ -39,6 +42,15 @@ def check(cfg: PredictConfig) -> None:
         raise ConfigError("output= needs input=<file>; a single text= is printed.")
     if cfg.batch_size <= 0:
         raise ConfigError(f"batch_size={cfg.batch_size} is not valid: expected > 0.")
+    columns = cfg.text_column
+    if not (
+        columns is None
+        or isinstance(columns, str)
+        or (isinstance(columns, list) and len(columns) in (1, 2))
+    ):
+        raise ConfigError(
+            f"text_column={columns!r} is not valid: expected a column, or two for a pair."
+        )
     if cfg.max_length is not None and cfg.max_length <= 0:
         raise ConfigError(f"max_length={cfg.max_length} is not valid: expected > 0.")
 

@@ -17,6 +17,7 @@ from transformers import (
 
 from emotion_lab.errors import DataError
 from emotion_lab.modeling import load_tokenizer
+from emotion_lab.predict.texts import run_text_columns
 from emotion_lab.store import names
 from emotion_lab.store.reader import get_run, load_logged_model
 
@@ -28,6 +29,8 @@ class Classifier:
     label_names: list[str]
     # The truncation length the run trained with.
     max_length: int
+    # The text column the run trained on, or the two of a sentence pair.
+    text_columns: list[str]
 
 
 def load_from_run(client: MlflowClient, run_id: str) -> Classifier:
@@ -37,23 +40,27 @@ def load_from_run(client: MlflowClient, run_id: str) -> Classifier:
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     max_length = int(run.data.params.get(names.MAX_LENGTH_PARAM, tokenizer.model_max_length))
-    return Classifier(model, tokenizer, labels, max_length)
+    return Classifier(model, tokenizer, labels, max_length, run_text_columns(run.data.params))
 
 
 def predict_proba(
     clf: Classifier,
-    texts: list[str],
+    texts: list[str] | list[tuple[str, str]],
     batch_size: int = 64,
     max_length: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Class probabilities, one row per text. Texts are batched by length, each batch padded
-    to its own longest text, and the rows put back in input order."""
-    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    """Class probabilities, one row per text (or (first, second) pair, tokenized as a pair the
+    way training did). Texts are batched by length, each batch padded to its own longest text,
+    and the rows put back in input order."""
+    parts = [(t,) if isinstance(t, str) else t for t in texts]
+    blank = [i for i, p in enumerate(parts) if not all(t.strip() for t in p)]
     if blank:
         raise DataError(f"text {blank[0] + 1} of {len(texts)} is empty; remove empty texts.")
     names = [n for n in clf.tokenizer.model_input_names if n != "labels"]
-    enc = clf.tokenizer(texts, truncation=True, max_length=max_length or clf.max_length)
+    # As training tokenizes: one list of texts, or the firsts and the seconds of the pairs.
+    columns = [list(column) for column in zip(*parts, strict=True)]
+    enc = clf.tokenizer(*columns, truncation=True, max_length=max_length or clf.max_length)
     features = [{n: enc[n][i] for n in names if n in enc} for i in range(len(texts))]
     order = sorted(range(len(texts)), key=lambda i: len(features[i]["input_ids"]))
     collate = DataCollatorWithPadding(clf.tokenizer)

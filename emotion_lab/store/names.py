@@ -43,7 +43,12 @@ SWEEP_KEY_TAG = "sweep_key"
 INIT_PARAM = "init"
 SEED_PARAM = "seed"
 MAX_LENGTH_PARAM = "model.max_length"
+TEXT_COLUMN_PARAM = "data.text_column"
 MONITOR_PARAM = "trainer.monitor"
+# Params of the data a job used, per split (train, validation, test): where its rows came from
+# (files, a hub split, or carved out of train, with the seed), and the seeded sample taken of them.
+DATA_SOURCE_PARAM = "data_source.{split}"
+DATA_SAMPLE_PARAM = "data_sample.{split}"
 
 # Metrics a job logs once, at its end: the monitored score of the epoch it kept (best_<monitor>).
 BEST_PREFIX = "best_"

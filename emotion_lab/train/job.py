@@ -30,9 +30,16 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from emotion_lab.config import Config, TrainerConfig
-from emotion_lab.data import TokenizedSplits, make_loaders, tokenize_splits
+from emotion_lab.data import (
+    LabeledSplits,
+    TokenizedSplits,
+    load_splits,
+    make_loaders,
+    tokenize_splits,
+)
+from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
-from emotion_lab.modeling import build_model, load_tokenizer
+from emotion_lab.modeling import build_model, check_max_length, load_tokenizer
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
@@ -120,6 +127,15 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     """
     watch = Stopwatch()
     accelerator = make_accelerator(cfg.trainer)
+    data, early_error = None, None
+    try:
+        data = _checked_data(cfg, accelerator)
+    except UserError as e:
+        # A lone job with bad input leaves no run behind. A sweep's job is recorded all the
+        # same, as FAILED with the reason, so that the sweep accounts for every job.
+        if job.sweep_id is None:
+            raise
+        early_error = e
     key = job_key(resolved)
     experiment_id, previous = None, None
     if accelerator.is_main_process:
@@ -144,9 +160,11 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         tags[names.OVERRIDES_TAG] = " ".join(job.overrides)[:5000]
     if job.parent_run_id:
         tags[names.PARENT_TAG] = job.parent_run_id
-    with tracked_run(
-        experiment_id, run_name(cfg), flatten(resolved), tags, resume=previous
-    ) as logger:
+    params = flatten(resolved) | (data.params() if data else {})
+    with tracked_run(experiment_id, run_name(cfg), params, tags, resume=previous) as logger:
+        if early_error is not None:
+            raise early_error
+        assert data is not None
         run_id = broadcast_object_list([logger.run_id])[0]
         ckpt_root = None
         if cfg.trainer.checkpointing:
@@ -155,7 +173,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
         watch.lap("start")
-        training, test_loader, splits, tokenizer = prepare(cfg, accelerator, watch)
+        training, test_loader, splits, tokenizer = prepare(cfg, accelerator, data, watch)
         ckpt = Checkpointer(
             accelerator, TrainState(), ckpt_root, cfg.trainer.checkpoint_every_n_steps
         )
@@ -189,13 +207,21 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     return metrics
 
 
+def _checked_data(cfg: Config, accelerator: Accelerator) -> LabeledSplits:
+    """The position limit checked, then the data read, labelled and split: before the store
+    is touched and before any weights load."""
+    check_max_length(cfg.model)
+    with accelerator.main_process_first():
+        return load_splits(cfg.data, cfg.seed)
+
+
 def prepare(
-    cfg: Config, accelerator: Accelerator, watch: Stopwatch
+    cfg: Config, accelerator: Accelerator, data: LabeledSplits, watch: Stopwatch
 ) -> tuple[Training, DataLoader, TokenizedSplits, PreTrainedTokenizerBase]:
     """Tokenized data, the model, optimizer, schedule and loaders, prepared by Accelerate."""
     tokenizer = load_tokenizer(cfg.model.tokenizer_name)
     with accelerator.main_process_first():
-        splits = tokenize_splits(cfg.data, tokenizer, cfg.model.max_length)
+        splits = tokenize_splits(data, tokenizer, cfg.model.max_length)
     watch.lap("data")
     set_seed(cfg.seed)
     model = build_model(

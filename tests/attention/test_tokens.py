@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emotion_lab.attention.tokens import CONTINUATION, encode_texts
+from emotion_lab.attention.tokens import CONTINUATION, PAIR_JOIN, encode_texts
 from emotion_lab.config import ModelConfig
 from emotion_lab.modeling import load_tokenizer
 
@@ -43,3 +43,27 @@ def test_truncation_keeps_labels_aligned():
     tok = load_tokenizer(ModelConfig().tokenizer_name)
     (enc,) = encode_texts(tok, ["one two three four five six"], max_length=3)
     assert enc.labels == ["one", "two", "three"]
+
+
+def test_sentence_pairs_label_tokens_from_their_own_text():
+    tok = load_tokenizer(MINILM)
+    (enc,) = encode_texts(tok, [("a man plays guitar", "someone makes music")], max_length=32)
+    assert enc.labels == [
+        "[CLS]",
+        "a",
+        "man",
+        "plays",
+        "guitar",
+        "[SEP]",
+        "someone",
+        "makes",
+        "music",
+        "[SEP]",
+    ]
+    assert enc.text == "a man plays guitar" + PAIR_JOIN + "someone makes music"
+    # GPT-2 joins the two texts with nothing between: the second text's first word is still a
+    # word of its own, not a continuation of the last word of the first.
+    gpt2 = load_tokenizer(ModelConfig().tokenizer_name)
+    (enc,) = encode_texts(gpt2, [("she plays", "someone sings")], max_length=32)
+    assert enc.labels == ["she", "plays", "someone", "sings"]
+    assert enc.words == ["she", "plays", "someone", "sings"] and all(enc.word_starts)

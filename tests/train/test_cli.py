@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from emotion_lab.config import DataConfig
-from emotion_lab.data import load_raw
+from emotion_lab.data import load_splits
 from tests.conftest import EMOTION, SMALL_DATA, run_cli, tracking_uri
 
 # End-to-end runs of the CLI: minutes on two cores.
@@ -127,7 +127,8 @@ def test_sweep_artifacts_and_loadable_model(sweep: Path):
     )
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    test = load_raw(DataConfig(path=str(EMOTION)))["test"].select(range(48))
+    # The job's test rows: the seeded, stratified sample of data.max_eval_samples=48.
+    test = load_splits(DataConfig(path=str(EMOTION), max_eval_samples=48), seed=42).test
     with torch.no_grad():
         batch = tokenizer(list(test["text"]), padding=True, return_tensors="pt")
         pred = model(**batch).logits.argmax(-1)
@@ -165,6 +166,10 @@ def test_failures_are_one_line_and_leave_no_running_run(tmp_path: Path, override
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert errors == [f"emotion_lab: error: {errors[0].split('error: ', 1)[1]}"]
     assert message in errors[0]
+    if overrides[0].startswith("data."):
+        # The data is read before the store is opened: bad data leaves nothing in it.
+        assert not (tmp_path / "outputs" / "mlflow.db").exists()
+        return
     (run,) = _runs(tmp_path)
     assert run.info.status == "FAILED"
     assert message in run.data.tags["error"]

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoModelForSequenceClassification
 
 from emotion_lab.config import DataConfig, TrainerConfig
-from emotion_lab.data import make_loaders, tokenize_splits
+from emotion_lab.data import load_splits, make_loaders, tokenize_splits
 from emotion_lab.modeling import load_tokenizer
 from emotion_lab.train.job import make_accelerator
 from emotion_lab.train.loop import evaluate
@@ -96,7 +96,7 @@ def test_only_the_main_process_logs_and_writes(sweep: Path):
 def _evaluate_in_one_process(model_dir: str) -> tuple[EvalResult, EvalResult]:
     tokenizer = load_tokenizer(model_dir)
     data = DataConfig(path=str(EMOTION), max_train_samples=96, max_eval_samples=EVAL_SAMPLES)
-    splits = tokenize_splits(data, tokenizer, max_length=128)
+    splits = tokenize_splits(load_splits(data, seed=42), tokenizer, max_length=128)
     _, val_loader, test_loader = make_loaders(
         splits, tokenizer, TrainerConfig(batch_size=16, eval_batch_size=EVAL_BATCH), data, seed=42
     )

@@ -1,4 +1,5 @@
-"""Dataset loading, cached tokenization, and length-grouped batching.
+"""Cached tokenization of the three splits (one text or a sentence pair), and length-grouped
+batching.
 
 Tweets average ~20 tokens; padding them all to 128 wastes most of the compute. We pad each batch
 to its own longest text and group texts of similar length into the same batch.
@@ -11,7 +12,6 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from emotion_lab.config import DataConfig, TrainerConfig
+from emotion_lab.data.splits import TEST, TRAIN, VALIDATION, LabeledSplits
 from emotion_lab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -56,82 +57,16 @@ def _by_length(ds: datasets.Dataset) -> tuple[datasets.Dataset, list[int], list[
     return ds.remove_columns(["length", _ROW, _TEXT]), list(ds[_ROW]), list(ds[_TEXT])
 
 
-def _looks_local(path: str) -> bool:
-    return path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
+def _drop_bad_texts(ds: datasets.Dataset, columns: list[str]) -> datasets.Dataset:
+    """Empty or non-string texts carry no signal: they are dropped and counted, not refused.
+    A pair is dropped when either of its texts is."""
 
+    def usable(*texts: list) -> list[bool]:
+        return [
+            all(isinstance(t, str) and t.strip() for t in row) for row in zip(*texts, strict=True)
+        ]
 
-def load_raw(cfg: DataConfig) -> datasets.DatasetDict:
-    """Load the dataset from the hub id or local dir in ``cfg.path``, with clear errors."""
-    path = cfg.path
-    if _looks_local(path):
-        local = Path(path).expanduser()
-        if not local.exists():
-            raise DataError(
-                f"data.path={path}: no such file or directory. Point data.path at a dataset "
-                "directory (e.g. a local copy of dair-ai/emotion) or a hub id."
-            )
-        path = str(local.resolve())
-    try:
-        return datasets.load_dataset(path, cfg.name)
-    except ConnectionError as e:
-        raise DataError(
-            f"data.path={cfg.path}: the Hugging Face Hub is unreachable and this dataset is not "
-            "cached. Download it where you have network, or set data.path=<local dataset dir>."
-        ) from e
-    except (FileNotFoundError, ValueError) as e:
-        raise DataError(f"data.path={cfg.path} (data.name={cfg.name}): {e}") from e
-
-
-def _label_names(ds: datasets.DatasetDict, cfg: DataConfig) -> list[str]:
-    feature = ds[cfg.train_split].features[cfg.label_column]
-    if not isinstance(feature, datasets.ClassLabel):
-        raise DataError(
-            f"data.label_column={cfg.label_column} is {feature}, not a ClassLabel; "
-            "the label names must come from the dataset."
-        )
-    return list(feature.names)
-
-
-def _check_splits(ds: datasets.DatasetDict, cfg: DataConfig) -> None:
-    for split in (cfg.train_split, cfg.eval_split, cfg.test_split):
-        if split not in ds:
-            raise DataError(
-                f"data.path={cfg.path} has no split {split!r}; it has {sorted(ds)}. "
-                "Set data.train_split/eval_split/test_split."
-            )
-        columns = ds[split].column_names
-        for key in ("text_column", "label_column"):
-            if getattr(cfg, key) not in columns:
-                raise DataError(
-                    f"data.{key}={getattr(cfg, key)} is not a column of split {split!r} "
-                    f"(columns: {columns})."
-                )
-        if len(ds[split]) == 0:
-            raise DataError(f"split {split!r} of data.path={cfg.path} is empty.")
-
-
-def _subset(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
-    return ds if n is None or n >= len(ds) else ds.select(range(n))
-
-
-def _check_labels(ds: datasets.Dataset, split: str, column: str, num_labels: int) -> None:
-    labels = ds.with_format("numpy")[:][column]
-    bad = (labels < 0) | (labels >= num_labels)
-    if bad.any():
-        raise DataError(
-            f"split {split!r}: {int(bad.sum())} rows have labels outside 0..{num_labels - 1} "
-            f"(e.g. {int(labels[bad][0])}) in column {column!r}; fix or drop them."
-        )
-
-
-def _drop_bad_texts(ds: datasets.Dataset, column: str) -> datasets.Dataset:
-    """Empty or non-string texts carry no signal: they are dropped and counted, not refused."""
-    return ds.filter(
-        lambda texts: [isinstance(t, str) and bool(t.strip()) for t in texts],
-        batched=True,
-        input_columns=column,
-        desc="Dropping empty texts",
-    )
+    return ds.filter(usable, batched=True, input_columns=columns, desc="Dropping empty texts")
 
 
 def _tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str | None:
@@ -151,37 +86,40 @@ def _tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str | None:
 
 
 def tokenize_splits(
-    cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, max_length: int
+    data: LabeledSplits, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> TokenizedSplits:
-    """Load, subset and tokenize the three splits; ``datasets`` caches the tokenized result."""
-    raw = load_raw(cfg)
-    _check_splits(raw, cfg)
-    label_names = _label_names(raw, cfg)
+    """Tokenize the three splits (``datasets`` caches the result); two text columns are one
+    pair, joined the way the tokenizer joins pairs."""
+    cfg = data.cfg
+    columns = cfg.text_columns
     input_names = list(tokenizer.model_input_names)
     digest = _tokenizer_digest(tokenizer)
 
     def encode(batch: dict) -> dict:
-        enc = tokenizer(batch[cfg.text_column], truncation=True, max_length=max_length)
+        enc = tokenizer(*(batch[c] for c in columns), truncation=True, max_length=max_length)
         enc = {k: v for k, v in enc.items() if k in input_names}
         enc["labels"] = batch[cfg.label_column]
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
-        enc[_TEXT] = batch[cfg.text_column]
+        # The text shown in per-example predictions; a pair as "first | second".
+        texts = [batch[c] for c in columns]
+        enc[_TEXT] = texts[0] if len(texts) == 1 else [" | ".join(t) for t in zip(*texts)]
         return enc
 
     skipped: dict[str, int] = {}
 
-    def encode_split(split: str, limit: int | None) -> datasets.Dataset:
-        ds = _subset(raw[split], limit)
+    def encode_split(split: str, ds: datasets.Dataset) -> datasets.Dataset:
         ds = ds.add_column(_ROW, np.arange(len(ds)))
-        _check_labels(ds, split, cfg.label_column, len(label_names))
-        kept = _drop_bad_texts(ds, cfg.text_column)
+        kept = _drop_bad_texts(ds, columns)
         skipped[split] = len(ds) - len(kept)
         if skipped[split]:
             log.warning(
                 "Skipped %d rows of %r with empty or non-string text.", skipped[split], split
             )
         if len(kept) == 0:
-            raise DataError(f"split {split!r} of data.path={cfg.path} has no non-empty texts.")
+            raise DataError(
+                f"{split} ({data.sources[split]}): no row has a non-empty text in "
+                f"data.text_column={cfg.text_column}."
+            )
         ds = kept
         # Same rows, tokenizer and settings -> same fingerprint in every process: a sweep's jobs
         # read the tokenized splits from the datasets cache instead of tokenizing again.
@@ -197,9 +135,9 @@ def tokenize_splits(
             new_fingerprint=fingerprint,
         )
 
-    train = encode_split(cfg.train_split, cfg.max_train_samples)
-    validation = encode_split(cfg.eval_split, cfg.max_eval_samples)
-    test = encode_split(cfg.test_split, cfg.max_eval_samples)
+    train = encode_split(TRAIN, data.train)
+    validation = encode_split(VALIDATION, data.validation)
+    test = encode_split(TEST, data.test)
     train_lengths = list(train["length"])
     validation, validation_rows, validation_texts = _by_length(validation)
     test, test_rows, test_texts = _by_length(test)
@@ -207,7 +145,7 @@ def tokenize_splits(
         train=train.remove_columns(["length", _ROW, _TEXT]),
         validation=validation,
         test=test,
-        label_names=label_names,
+        label_names=data.label_names,
         train_lengths=train_lengths,
         skipped=skipped,
         validation_rows=validation_rows,
