@@ -102,7 +102,9 @@ def tokenize_splits(
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         # The text shown in per-example predictions; a pair as "first | second".
         texts = [batch[c] for c in columns]
-        enc[_TEXT] = texts[0] if len(texts) == 1 else [" | ".join(t) for t in zip(*texts)]
+        enc[_TEXT] = (
+            texts[0] if len(texts) == 1 else [" | ".join(t) for t in zip(*texts, strict=True)]
+        )
         return enc
 
     skipped: dict[str, int] = {}
