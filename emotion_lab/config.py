@@ -184,6 +184,11 @@ class TrackingConfig:
     # Where new experiments keep artifacts; null = next to the sqlite store, or the server's.
     artifact_location: str | None = None
     log_model: bool = True
+    max_outage_s: float = 600.0
+    """Seconds a job trains on, metrics buffered, while the server is away; then it stops."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_outage_s > 0, "tracking.max_outage_s", self.max_outage_s, "> 0 seconds")
 
 
 @dataclass
@@ -206,6 +211,8 @@ class Config:
     resume: bool = False
     # Show full tracebacks instead of one-line errors.
     debug: bool = False
+    preflight: bool = True
+    """Check first that every job's model, tokenizer, data and config can be had."""
     # The metric a job returns to an optimising sweeper (Optuna); null returns the result dict.
     # Only the best epoch's validation score qualifies: a search must never see the test set.
     objective: str | None = None

@@ -34,14 +34,14 @@ class TokenizedSplits:
     skipped: dict[str, int]
 
 
-def _looks_local(path: str) -> bool:
+def looks_local(path: str) -> bool:
     return path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
 
 
 def load_raw(cfg: DataConfig) -> datasets.DatasetDict:
     """Load the dataset from the hub id or local dir in ``cfg.path``, with clear errors."""
     path = cfg.path
-    if _looks_local(path):
+    if looks_local(path):
         local = Path(path).expanduser()
         if not local.exists():
             raise DataError(

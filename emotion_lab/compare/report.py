@@ -19,7 +19,7 @@ from emotion_lab.compare.table import best_row, markdown, run_table
 from emotion_lab.errors import TrackingError
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_reading, ui_address
-from emotion_lab.store.reader import SELECTION_RULE
+from emotion_lab.store.reader import SELECTION_RULE, check_safe_weights
 
 ARTIFACT_DIR = names.COMPARE_ARTIFACT_DIR
 TABLE_MD, TABLE_CSV = "runs.md", "runs.csv"
@@ -100,6 +100,7 @@ def register_best(
             f"register=true: the best run {best.run_id} has no model/ artifact "
             "(it was trained with tracking.log_model=false)."
         )
+    check_safe_weights(client, best.run_id)
     try:
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)

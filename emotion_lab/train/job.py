@@ -30,10 +30,11 @@ from transformers import PreTrainedTokenizerBase
 from emotion_lab.config import Config, TrainerConfig
 from emotion_lab.data import TokenizedSplits, make_loaders, tokenize_splits
 from emotion_lab.modeling import build_model, load_tokenizer
+from emotion_lab.preflight import check_job
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
-from emotion_lab.store.writer import RunLogger, find_job_run, tracked_run
+from emotion_lab.store.writer import PENDING_FILE, RunLogger, find_job_run, tracked_run
 from emotion_lab.train.checkpoint import Checkpointer, TrainState
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, best_epoch_record, evaluate, fit
@@ -98,6 +99,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     With ``resume=true`` the job's newest MLflow run (same config) is continued from its last
     checkpoint, or skipped if it finished.
     """
+    check_job(cfg)
     accelerator = make_accelerator(cfg.trainer)
     key = job_key(resolved)
     experiment_id, previous = None, None
@@ -122,13 +124,14 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     if job.parent_run_id:
         tags[names.PARENT_TAG] = job.parent_run_id
     with tracked_run(
-        experiment_id, run_name(cfg), flatten(resolved), tags, resume=previous
+        experiment_id, run_name(cfg), flatten(resolved), tags, cfg.tracking, resume=previous
     ) as logger:
         run_id = broadcast_object_list([logger.run_id])[0]
         ckpt_root = None
         if cfg.trainer.checkpointing:
             ckpt_root = (Path(cfg.paths.outputs) / "checkpoints" / run_id).resolve()
             logger.tags({names.CHECKPOINT_DIR_TAG: str(ckpt_root)})
+            logger.spool_to(ckpt_root / PENDING_FILE)
         if previous is None:
             logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
@@ -154,6 +157,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         )
         metrics["wall_seconds"] = time.perf_counter() - wall_start
         logger.metrics({"wall_seconds": metrics["wall_seconds"]}, step=ckpt.state.step)
+        logger.flush()
         accelerator.wait_for_everyone()
         ckpt.remove()
         return metrics
