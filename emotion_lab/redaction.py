@@ -17,8 +17,9 @@ from typing import Any
 
 HIDDEN = "***"
 
-# The userinfo of a URI: everything between "scheme://" and the last "@" before the path.
-_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"]*@")
+# The userinfo of a URI: everything between "scheme://" and the last "@" before the path
+# (Hydra escapes the colons of sweep overrides it saves and logs: "http\://user\:pw@host").
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*\\?://)[^/\s'\"]*@")
 # A key whose last word names a secret: password, hf_token, client_secret, api_key, ...
 # (not tokenizer, max_tokens or pad_token_id).
 _SECRET_WORD = r"(?:password|passwd|secret|token|api[_-]?key|credentials?)"

@@ -5,7 +5,6 @@ Hub endpoint, and the real CLI."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from emotion_lab.preflight import (
     missing_dataset,
     missing_model_files,
 )
-from tests.conftest import EMOTION, REPO, SMALL_DATA, run_cli
+from tests.conftest import EMOTION, REPO, SMALL_DATA, free_port, run_cli
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -96,12 +95,6 @@ def test_skipped_with_preflight_false_or_debug():
         check_job(cfg)  # would raise: distilgpt2's weights are missing
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_online_an_unreachable_hub_is_said_so():
     """Not offline, the Hub is asked: here an endpoint where nothing listens."""
     code = (
@@ -112,7 +105,7 @@ def test_online_an_unreachable_hub_is_said_so():
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "0",
-        "HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}",
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
         "PYTHONPATH": str(REPO),
     }
     out = subprocess.run(

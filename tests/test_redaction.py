@@ -25,6 +25,8 @@ SECRET = "hunter2-Zq9"
         # an unencoded "@" in the password: everything up to the last "@" of the authority goes
         (f"http://alice:{SECRET}@x@host:1/api", "http://***@host:1/api"),
         (f"https://host/path?token={SECRET}&page=2", "https://host/path?token=***&page=2"),
+        # as Hydra escapes a sweep override in the configs it saves and the lines it logs
+        (f"tracking.uri=http\\://alice\\:{SECRET}@h\\:5000", "tracking.uri=http\\://***@h\\:5000"),
         (f"+model.config_overrides.hf_token={SECRET}", "+model.config_overrides.hf_token=***"),
         (f"MLFLOW_TRACKING_PASSWORD={SECRET}", "MLFLOW_TRACKING_PASSWORD=***"),
         (f"tracking:\n  password: {SECRET}\n  uri: x", "tracking:\n  password: ***\n  uri: x"),

@@ -83,7 +83,8 @@ def check_credentials(uri: str) -> None:
             _AUTH_PROBE,
             "GET",
             max_retries=0,
-            timeout=PROBE_TIMEOUT_S,
+            # The server answered /health: give it MLflow's usual time (checking a password
+            # hash is slow on purpose).
             params={"max_results": 1},
         )
     except MlflowException as e:
@@ -111,5 +112,8 @@ def prepare(uri: str) -> None:
         return
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    if urlsplit(uri).password:
+        # MLflow prints each run's link, built from the URI, credentials and all, to stdout.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     check_reachable(uri)
     check_credentials(uri)
