@@ -161,8 +161,12 @@ class RunLogger:
         if error is not None:
             self._pending.append(([], [RunTag(names.ERROR_TAG, redact(error)[:5000])]))
             if self._down_since is not None:
-                self._keep_pending()
-                return
+                # One retry if due, never a wait: the job's own error is what the user sees.
+                with contextlib.suppress(TrackingOutage):
+                    self._send(wait=False)
+                if self._down_since is not None:
+                    self._keep_pending()
+                    return
         assert self._client is not None
         terminate = partial(self._client.set_terminated, self.run_id, RunStatus.to_string(status))
         self._deliver(terminate)
