@@ -282,6 +282,11 @@ class TrackingConfig:
     """Where a new experiment keeps artifacts; null = beside the sqlite store, or the server's."""
     log_model: bool = True
     """Log the best epoch's model (weights and tokenizer) as the run's model/ artifact."""
+    max_outage_s: float = 600.0
+    """Seconds a job trains on, metrics buffered, while the server is away; then it stops."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_outage_s > 0, "tracking.max_outage_s", self.max_outage_s, "> 0 seconds")
 
 
 @dataclass
@@ -308,6 +313,8 @@ class Config:
     """Continue interrupted jobs in their run (a sweep in its parent run); skip finished ones."""
     debug: bool = False
     """Full tracebacks instead of one-line errors."""
+    preflight: bool = True
+    """Check first that every job's model, tokenizer, data and config can be had."""
     objective: str | None = None
     """Metric a job returns to an optimising sweeper: null, or best_<trainer.monitor>."""
 

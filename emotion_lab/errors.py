@@ -21,6 +21,14 @@ class TrackingError(UserError):
     pass
 
 
+class TrackingOutage(TrackingError):
+    """The tracking server stayed away longer than tracking.max_outage_s: the job stopped."""
+
+
+class PreflightError(UserError):
+    """A model, tokenizer, dataset or job config of a run or sweep cannot be had."""
+
+
 class TrainingDiverged(UserError):
     pass
 

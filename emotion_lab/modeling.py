@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from huggingface_hub import constants
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -19,11 +20,23 @@ from emotion_lab.errors import ModelError, one_line
 
 log = logging.getLogger(__name__)
 
-_OFFLINE_HINT = (
-    "If the Hugging Face Hub is unreachable, download it where you have network "
-    "(it lands in HF_HUB_CACHE), run with HF_HUB_OFFLINE=1, or set model.name_or_path to a "
-    "local directory holding config.json, the tokenizer files and model.safetensors."
+_LOCAL_DIR = (
+    "set model.name_or_path to a local directory holding config.json, the tokenizer files and "
+    "model.safetensors"
 )
+
+
+def _where_to_get_it() -> str:
+    """What to do about a model file that could not be loaded, given the offline setting."""
+    if constants.is_offline_mode():
+        return (
+            f"HF_HUB_OFFLINE=1 is set, so only the Hugging Face cache {constants.HF_HUB_CACHE} "
+            f"was searched: download it there where the Hub is reachable, or {_LOCAL_DIR}."
+        )
+    return (
+        "If the Hugging Face Hub is unreachable, download it where you have network (it lands in "
+        f"HF_HUB_CACHE) and run with HF_HUB_OFFLINE=1, or {_LOCAL_DIR}."
+    )
 
 
 def _hub_call(what: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -31,14 +44,16 @@ def _hub_call(what: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except OSError as e:
         raise ModelError(
-            f"cannot load the {what} of {name!r}: {one_line(e)} {_OFFLINE_HINT}"
+            f"cannot load the {what} of {name!r}: {one_line(e)} {_where_to_get_it()}"
         ) from e
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer by hub id or local dir; GPT-2 style tokenizers get pad = eos, padded on
     the right (the classifier pools the last non-pad token, which right padding keeps simple)."""
-    tokenizer = _hub_call("tokenizer", name, AutoTokenizer.from_pretrained, name)
+    tokenizer = _hub_call(
+        "tokenizer", name, AutoTokenizer.from_pretrained, name, trust_remote_code=False
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -82,6 +97,16 @@ def build_config(
     return config
 
 
+def check_init(cfg: ModelConfig, init: Init) -> None:
+    """Pretrained weights only load into the architecture they were trained with."""
+    if init is Init.pretrained and cfg.config_overrides:
+        raise ModelError(
+            "model.config_overrides change the architecture, so pretrained weights cannot be "
+            "loaded into it. Use init=scratch, or point model.name_or_path at a checkpoint of "
+            "that shape."
+        )
+
+
 def build_model(
     cfg: ModelConfig,
     init: Init,
@@ -98,12 +123,7 @@ def build_model(
         return AutoModelForSequenceClassification.from_config(
             config, attn_implementation=attn_implementation
         )
-    if cfg.config_overrides:
-        raise ModelError(
-            "model.config_overrides change the architecture, so pretrained weights cannot be "
-            "loaded into it. Use init=scratch, or point model.name_or_path at a checkpoint of "
-            "that shape."
-        )
+    check_init(cfg, init)
     model = _hub_call(
         "pretrained weights",
         cfg.name_or_path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,13 @@ os.environ.update(
     TOKENIZERS_PARALLELISM="false",
     MLFLOW_ENABLE_ASYNC_LOGGING="false",
 )
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tracking_uri(cwd: Path) -> str:

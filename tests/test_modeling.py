@@ -72,6 +72,9 @@ def test_pretrained_distilgpt2_offline_says_what_is_missing():
     message = str(err.value)
     assert "pretrained weights of 'distilgpt2'" in message
     assert "model.name_or_path" in message and "\n" not in message
+    # The tests run offline: the hint says so, instead of telling to set what is set.
+    assert "HF_HUB_OFFLINE=1 is set, so only the Hugging Face cache" in message
+    assert "run with HF_HUB_OFFLINE=1" not in message
 
 
 def test_unknown_config_override_is_a_clear_error():

@@ -21,6 +21,7 @@ from emotion_lab.attention.tokens import EncodedText
 from emotion_lab.config import Init, ModelConfig
 from emotion_lab.errors import ModelError
 from emotion_lab.modeling import build_model, load_tokenizer
+from emotion_lab.store.reader import SAFE_LOADING
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def load_model_dir(path: Path, name: str) -> LoadedModel:
     """A ``save_pretrained`` classifier with its tokenizer, e.g. a run's ``model/`` artifact."""
     tokenizer = load_tokenizer(str(path))
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation=EAGER)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, attn_implementation=EAGER, **SAFE_LOADING
+        )
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the classifier saved in {path}: {e}") from e
     return _ready(name, model, tokenizer)

@@ -32,6 +32,7 @@ from emotion_lab.store.connection import open_for_reading, ui_address
 from emotion_lab.store.reader import (
     SELECTION_RULE,
     RunningRun,
+    check_safe_weights,
     decided_by,
     monitor_of,
     selection_key,
@@ -287,6 +288,7 @@ def register_best(
             f"register=true: the best run {best.run_id} has no model/ artifact "
             "(it was trained with tracking.log_model=false)."
         )
+    check_safe_weights(client, best.run_id)
     try:
         if not client.search_registered_models(f"name = '{name}'"):
             client.create_registered_model(name)

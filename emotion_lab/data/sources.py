@@ -43,11 +43,11 @@ class RawData:
     origins: dict[str, str]
 
 
-def _looks_local(path: str) -> bool:
+def looks_local(path: str) -> bool:
     return path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
 
 
-def _is_dataset_dir(folder: Path) -> bool:
+def is_dataset_dir(folder: Path) -> bool:
     """A local copy of a hub dataset: a loading script, or a README whose YAML header declares
     the configurations; ``load_dataset`` reads those, not a file-name convention."""
     readme = folder / "README.md"
@@ -172,7 +172,7 @@ def read_sources(cfg: DataConfig) -> RawData:
             cfg.test_split: "data.files.test",
         }
         return _from_files(files, keys)
-    if not _looks_local(cfg.path):
+    if not looks_local(cfg.path):
         return _from_hub(cfg.path, cfg)
     local = Path(cfg.path).expanduser()
     if not local.exists():
@@ -183,7 +183,7 @@ def read_sources(cfg: DataConfig) -> RawData:
     local = local.resolve()
     if local.is_file():
         return _from_files({"train": [local]}, {"train": "data.path"})
-    if _is_dataset_dir(local):
+    if is_dataset_dir(local):
         return _from_hub(str(local), cfg)
     files = _folder_files(local)
     return _from_files(files, dict.fromkeys(files, "data.path"))

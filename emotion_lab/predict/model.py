@@ -19,7 +19,7 @@ from emotion_lab.errors import DataError
 from emotion_lab.modeling import load_tokenizer
 from emotion_lab.predict.texts import run_text_columns
 from emotion_lab.store import names
-from emotion_lab.store.reader import get_run, load_logged_model
+from emotion_lab.store.reader import SAFE_LOADING, get_run, load_logged_model
 
 
 @dataclass
@@ -37,7 +37,7 @@ def load_from_run(client: MlflowClient, run_id: str) -> Classifier:
     path = load_logged_model(client, run_id)
     run = get_run(client, run_id)
     tokenizer = load_tokenizer(str(path))
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(path, **SAFE_LOADING).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     max_length = int(run.data.params.get(names.MAX_LENGTH_PARAM, tokenizer.model_max_length))
     return Classifier(model, tokenizer, labels, max_length, run_text_columns(run.data.params))

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from emotion_lab.config import TrackingConfig
 from emotion_lab.errors import TrackingError, one_line
+from emotion_lab.redaction import without_userinfo
 from emotion_lab.store import server
 
 SQLITE = "sqlite:///"
@@ -39,8 +40,9 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def ui_address(uri: str) -> str:
-    """Where a person opens the UI of this store: the server itself, or a local `mlflow ui`."""
-    return uri.rstrip("/") if server.is_http(uri) else LOCAL_UI
+    """Where a person opens the UI of this store: the server itself (the browser asks for any
+    credentials), or a local `mlflow ui`."""
+    return without_userinfo(uri.rstrip("/")) if server.is_http(uri) else LOCAL_UI
 
 
 @contextlib.contextmanager

@@ -1,6 +1,10 @@
 """What the reading commands share: runs by id or by sweep, a run's logged model, and the one
 rule that picks the best run.
 
+A logged model is loaded from safetensors only, and never with the model's own code: anyone who
+can write to the store can change an artifact, and pickle weights (``pytorch_model.bin``) or
+remote code would run whatever they hold on the reader's machine.
+
 The best run is chosen on validation numbers only, so the test set never picks a model: the
 score the job monitored for early stopping (``best_<trainer.monitor>``), then validation
 macro-F1, then validation loss, then the lowest job number. A group of runs (one configuration
@@ -15,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from mlflow.artifacts import download_artifacts
 from mlflow.entities import Run
@@ -31,6 +36,10 @@ SELECTION_RULE = (
     "a configuration run with several seeds by the mean of each over its seeds"
 )
 _TIE_BREAKS = ("val_macro_f1", "val_loss")
+
+# How every reading command calls ``from_pretrained`` on a logged model.
+SAFE_LOADING: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
 def get_run(client: MlflowClient, run_id: str) -> Run:
@@ -141,8 +150,23 @@ def best_run(runs: Sequence[Run]) -> Run | None:
     )
 
 
+def check_safe_weights(client: MlflowClient, run_id: str) -> None:
+    """Refuse a ``model/`` artifact without safetensors weights (see the module docstring)."""
+    files = {Path(a.path).name for a in client.list_artifacts(run_id, names.MODEL_ARTIFACT)}
+    if files & set(SAFE_WEIGHTS):
+        return
+    others = sorted(f for f in files if not f.endswith((".json", ".txt", ".model")))
+    holds = f"it holds {', '.join(others)}" if others else "it holds no weights"
+    raise ModelError(
+        f"run {run_id}: its {names.MODEL_ARTIFACT}/ artifact has no model.safetensors ({holds}); "
+        "logged models are loaded from safetensors only, because pickle weights can run code "
+        "when loaded. Pick another run, or retrain this one."
+    )
+
+
 def load_logged_model(client: MlflowClient, run_id: str, dst: Path | None = None) -> Path:
-    """Download a run's ``model/`` artifact (the best epoch's weights and tokenizer)."""
+    """Download a run's ``model/`` artifact (the best epoch's weights and tokenizer), after
+    checking that it holds safetensors weights; load it with ``SAFE_LOADING``."""
     run = get_run(client, run_id)
     if names.MODEL_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
         why = "it was trained with tracking.log_model=false"
@@ -153,6 +177,7 @@ def load_logged_model(client: MlflowClient, run_id: str, dst: Path | None = None
             f"run {run_id} ({run.info.run_name}) has no {names.MODEL_ARTIFACT}/ artifact: "
             f"{why}. Pick a finished run from `python -m emotion_lab.compare`."
         )
+    check_safe_weights(client, run_id)
     if dst is not None:
         dst.mkdir(parents=True, exist_ok=True)
     path = download_artifacts(

@@ -1,24 +1,64 @@
 """The run lifecycle of training: one MLflow run per job, a parent run per sweep, and a logger
-that only the main process uses. Every write names its run and holds the store lock."""
+that only the main process uses. Every write names its run, holds the store lock and is
+redacted (``emotion_lab.redaction``): no credential reaches the store.
+
+A tracking server may go away mid-job. Metrics and tags then wait in memory, in order, and the
+job trains on; they are sent as soon as the server answers again. Other writes (artifacts, the
+run's end) wait for it. Past ``tracking.max_outage_s`` the job stops: the run stays RUNNING, the
+unsent writes are kept beside its checkpoint, and ``resume=true`` sends them and continues.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import math
+import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import requests
 from matplotlib.figure import Figure
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.time import get_current_time_millis
 
-from emotion_lab.errors import one_line
-from emotion_lab.store import names
+from emotion_lab.config import TrackingConfig
+from emotion_lab.errors import TrackingOutage, one_line
+from emotion_lab.redaction import redact, redact_tree
+from emotion_lab.store import names, server
 from emotion_lab.store.connection import store_lock
+
+log = logging.getLogger(__name__)
+
+# Writes that a job stopped by an outage could not send, kept beside its checkpoint.
+PENDING_FILE = "pending_writes.json"
+
+# Buffered writes, in order: each is one log_batch call.
+_Batch = tuple[list[Metric], list[RunTag]]
+
+
+def _is_outage(error: BaseException) -> bool:
+    """The server did not answer (refused, timed out, 5xx after MLflow's retries), as opposed to
+    refusing the write: MLflow wraps the requests error, so look along the chain."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(
+            current,
+            requests.ConnectionError | requests.Timeout | requests.exceptions.RetryError,
+        ):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def heartbeat_now() -> str:
@@ -30,22 +70,41 @@ class RunLogger:
 
     Writes hold the store lock, so parallel jobs on one sqlite file never see "database is
     locked". A resumed run skips (metric, step) pairs it already holds: replayed steps after a
-    checkpoint are not logged twice. Metric writes refresh the run's heartbeat tag.
+    checkpoint are not logged twice. Metric writes refresh the run's heartbeat tag. While the
+    server does not answer, metrics and tags are buffered (see the module docstring).
     """
 
-    def __init__(self, run_id: str | None, logged: set[tuple[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str | None,
+        logged: set[tuple[str, int]] | None = None,
+        max_outage_s: float = TrackingConfig.max_outage_s,
+    ) -> None:
         self.run_id = run_id
         self.logged = logged or set()
+        self.max_outage_s = max_outage_s
         self._client = MlflowClient() if run_id else None
         self._last_beat = -float("inf")
+        self._uri = mlflow.get_tracking_uri()
+        self._pending: list[_Batch] = []
+        self._spool: Path | None = None
+        # Outage bookkeeping (time.monotonic): when the first unanswered write began, the last try.
+        self._down_since: float | None = None
+        self._last_try = -math.inf
+        self.stopped = False
 
     def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
         if not self.run_id:
             return
-        fresh = {k: float(v) for k, v in values.items() if (k, step) not in self.logged}
+        now = get_current_time_millis()
+        fresh = [
+            Metric(k, float(v), now, step)
+            for k, v in values.items()
+            if (k, step) not in self.logged
+        ]
         if fresh:
-            with store_lock():
-                mlflow.log_metrics(fresh, step=step, run_id=self.run_id)
+            self._pending.append((fresh, []))
+            self._send(wait=False)
         self.heartbeat()
 
     def heartbeat(self, force: bool = False) -> None:
@@ -55,32 +114,179 @@ class RunLogger:
             self._last_beat = now
             self.tags({names.HEARTBEAT_TAG: heartbeat_now()})
 
+    def tags(self, values: Mapping[str, Any]) -> None:
+        if self.run_id:
+            self._pending.append(([], [RunTag(k, redact(str(v))) for k, v in values.items()]))
+            self._send(wait=False)
+
     def params(self, values: Mapping[str, Any]) -> None:
         if self.run_id:
-            with store_lock():
-                mlflow.log_params(dict(values), run_id=self.run_id)
-
-    def tags(self, values: Mapping[str, Any]) -> None:
-        if self._client:
-            with store_lock():
-                for key, value in values.items():
-                    self._client.set_tag(self.run_id, key, value)
+            clean = redact_tree(dict(values))
+            self._deliver(partial(mlflow.log_params, clean, run_id=self.run_id))
 
     def text(self, text: str, path: str) -> None:
         if self.run_id:
-            mlflow.log_text(text, path, run_id=self.run_id)
+            self._deliver(partial(mlflow.log_text, redact(text), path, run_id=self.run_id))
 
     def dict(self, data: dict, path: str) -> None:
         if self.run_id:
-            mlflow.log_dict(data, path, run_id=self.run_id)
+            self._deliver(partial(mlflow.log_dict, redact_tree(data), path, run_id=self.run_id))
 
     def figure(self, fig: Figure, path: str) -> None:
         if self._client:
-            self._client.log_figure(self.run_id, fig, path)
+            self._deliver(partial(self._client.log_figure, self.run_id, fig, path))
 
     def directory(self, local_dir: str | Path, path: str) -> None:
         if self.run_id:
-            mlflow.log_artifacts(str(local_dir), path, run_id=self.run_id)
+            self._deliver(partial(mlflow.log_artifacts, str(local_dir), path, run_id=self.run_id))
+
+    def flush(self) -> None:
+        """Send every buffered write, waiting out an outage (up to ``max_outage_s``)."""
+        if self.run_id:
+            self._send(wait=True)
+
+    def spool_to(self, path: Path) -> None:
+        """Keep the writes a stopped job could not send in ``path`` (beside its checkpoint), and
+        send first those that a stopped earlier attempt of this run left there."""
+        self._spool = path
+        if not self.run_id or not path.exists():
+            return
+        restored: list[_Batch] = [
+            (
+                [Metric(*m) for m in batch["metrics"] if (m[0], m[3]) not in self.logged],
+                [RunTag(*t) for t in batch["tags"]],
+            )
+            for batch in json.loads(path.read_text())
+        ]
+        self._pending[:0] = restored
+        # Steps replayed from the checkpoint that the spool already holds are not logged twice.
+        self.logged |= {(m.key, m.step) for metrics, _ in restored for m in metrics}
+        log.info("Sending %d writes that the stopped run could not send.", len(restored))
+        self._send(wait=False)
+
+    def end(self, status: int, error: str | None) -> None:
+        """Close the run: buffered writes sent, the error tag set, the status recorded.
+
+        A job stopped by an outage, or failing while the server is away, does not wait for it:
+        its run stays RUNNING and the unsent writes stay in the spool, for ``resume=true``.
+        """
+        if not self.run_id or self.stopped:
+            return
+        if error is not None:
+            self._pending.append(([], [RunTag(names.ERROR_TAG, redact(error)[:5000])]))
+            if self._down_since is not None:
+                # One retry if due, never a wait: the job's own error is what the user sees.
+                with contextlib.suppress(TrackingOutage):
+                    self._send(wait=False)
+                if self._down_since is not None:
+                    self._keep_pending()
+                    return
+        assert self._client is not None
+        terminate = partial(self._client.set_terminated, self.run_id, RunStatus.to_string(status))
+        self._deliver(terminate)
+
+    # Delivery.
+
+    def _attempt(self, write: Callable[[], object]) -> bool:
+        """One try of ``write``; False if the server did not answer (the outage is noted)."""
+        started = time.monotonic()
+        try:
+            with store_lock():
+                write()
+        except Exception as e:
+            if not (server.is_http(self._uri) and _is_outage(e)):
+                raise
+            self._last_try = time.monotonic()
+            if self._down_since is None:
+                self._down_since = started
+                log.warning(
+                    "The MLflow server at %s does not answer (%s). Metrics wait in memory and "
+                    "are sent when it is back; the job stops if it stays away longer than "
+                    "tracking.max_outage_s=%g s.",
+                    redact(self._uri),
+                    one_line(e)[:200],
+                    self.max_outage_s,
+                )
+            return False
+        if self._down_since is not None:
+            log.warning(
+                "The MLflow server answers again after %.0f s; sending %d buffered writes.",
+                time.monotonic() - self._down_since,
+                len(self._pending),
+            )
+            self._down_since = None
+        return True
+
+    def _send(self, wait: bool) -> None:
+        """Send buffered writes in order. During an outage, without ``wait``, return at once
+        unless a retry is due (training goes on); with ``wait``, block until they are sent."""
+        while self._pending:
+            if self._down_since is not None and not self._server_back(wait):
+                return
+            metrics, tags = self._pending[0]
+            assert self._client is not None
+            write = partial(
+                self._client.log_batch, self.run_id, metrics=metrics, tags=tags, synchronous=True
+            )
+            if self._attempt(write):
+                self._pending.pop(0)
+            elif not wait:
+                return
+        if self._spool is not None and self._spool.exists():
+            self._spool.unlink()
+
+    def _deliver(self, write: Callable[[], object]) -> None:
+        """A write that cannot be buffered (artifacts, params, the run's end): after everything
+        buffered, waiting out an outage up to ``max_outage_s``."""
+        self._send(wait=True)
+        while not self._attempt(write):
+            self._server_back(wait=True)
+
+    def _server_back(self, wait: bool) -> bool:
+        """During an outage: whether the server answers a retry now. Retries are at most every
+        ``RETRY_EVERY_S``; with ``wait``, sleep until one succeeds. Past the limit: stop."""
+        assert self._down_since is not None
+        while True:
+            away = time.monotonic() - self._down_since
+            if away > self.max_outage_s:
+                self._stop(away)
+            due = self._last_try + server.RETRY_EVERY_S - time.monotonic()
+            if due > 0:
+                if not wait:
+                    return False
+                time.sleep(min(due, self.max_outage_s - away + 0.1))
+                continue
+            self._last_try = time.monotonic()
+            if server.answers(self._uri):
+                return True
+            if not wait:
+                return False
+
+    def _stop(self, away: float) -> None:
+        self.stopped = True
+        kept = self._keep_pending()
+        raise TrackingOutage(
+            f"tracking.uri={redact(self._uri)}: the MLflow server has not answered for "
+            f"{away:.0f} s (tracking.max_outage_s={self.max_outage_s:g}), so the job stopped"
+            f"{kept}. Rerun the same command with resume=true once the server is back."
+        )
+
+    def _keep_pending(self) -> str:
+        """Write the unsent writes to the spool; says what was kept, for the stop message."""
+        if self._spool is None:
+            return ""
+        self._spool.parent.mkdir(parents=True, exist_ok=True)
+        batches = [
+            {
+                "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                "tags": [[t.key, t.value] for t in tags],
+            }
+            for metrics, tags in self._pending
+        ]
+        tmp = self._spool.with_name(f".{self._spool.name}.tmp")
+        tmp.write_text(json.dumps(batches))
+        os.replace(tmp, self._spool)
+        return f"; its checkpoint and {len(batches)} unsent writes are kept in {self._spool.parent}"
 
 
 def find_job_run(experiment_id: str, job_key: str) -> Run | None:
@@ -110,10 +316,11 @@ def tracked_run(
     run_name: str,
     params: Mapping[str, Any],
     tags: Mapping[str, str],
+    tracking: TrackingConfig,
     resume: Run | None = None,
 ) -> Iterator[RunLogger]:
     """One MLflow run per job, always closed: FINISHED, FAILED (reason in the error tag) or
-    KILLED.
+    KILLED; left RUNNING only when the server went away (``resume=true`` continues it).
 
     ``resume`` reopens that run instead, and the resume-count tag counts the resumptions. With
     ``experiment_id=None`` (non-main processes) nothing is logged.
@@ -124,7 +331,7 @@ def tracked_run(
     client = MlflowClient()
     with store_lock():
         if resume is None:
-            run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            run = client.create_run(experiment_id, run_name=run_name, tags=redact_tree(dict(tags)))
             logged: set[tuple[str, int]] = set()
         else:
             run = resume
@@ -134,10 +341,9 @@ def tracked_run(
             if names.ERROR_TAG in resume.data.tags:
                 client.delete_tag(run.info.run_id, names.ERROR_TAG)
             logged = _logged_steps(resume)
-    run_id = run.info.run_id
-    status = RunStatus.FAILED
+    logger = RunLogger(run.info.run_id, logged, tracking.max_outage_s)
+    status, error = RunStatus.FAILED, None
     try:
-        logger = RunLogger(run_id, logged)
         logger.heartbeat(force=True)
         # A resumed run keeps its params (MLflow forbids changing them); a run killed before
         # they were all logged gets the rest.
@@ -148,15 +354,13 @@ def tracked_run(
         yield logger
         status = RunStatus.FINISHED
     except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        logger.tags({names.ERROR_TAG: "interrupted"})
+        status, error = RunStatus.KILLED, "interrupted"
         raise
     except BaseException as e:
-        logger.tags({names.ERROR_TAG: f"{type(e).__name__}: {one_line(e)}"[:5000]})
+        error = f"{type(e).__name__}: {one_line(e)}"
         raise
     finally:
-        with store_lock():
-            client.set_terminated(run_id, RunStatus.to_string(status))
+        logger.end(status, error)
 
 
 def find_sweep_run(experiment_id: str, sweep_key: str) -> Run | None:
@@ -189,12 +393,14 @@ def create_sweep_run(experiment_id: str, sweep_id: str, tags: Mapping[str, str])
         run = client.create_run(
             experiment_id,
             run_name=f"sweep {sweep_id}",
-            tags={
-                names.SWEEP_TAG: sweep_id,
-                names.ROLE_TAG: names.ROLE_SWEEP,
-                names.HEARTBEAT_TAG: heartbeat_now(),
-                **tags,
-            },
+            tags=redact_tree(
+                {
+                    names.SWEEP_TAG: sweep_id,
+                    names.ROLE_TAG: names.ROLE_SWEEP,
+                    names.HEARTBEAT_TAG: heartbeat_now(),
+                    **tags,
+                }
+            ),
         )
     return run.info.run_id
 
@@ -203,7 +409,7 @@ def end_sweep_run(run_id: str, failed: bool, summary_md: str) -> None:
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / names.SWEEP_SUMMARY_ARTIFACT
-        path.write_text(summary_md)
+        path.write_text(redact(summary_md))
         client.log_artifact(run_id, str(path))
     with store_lock():
         client.set_terminated(

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab import options
 from emotion_lab.config import CONFIG_DIR, Config, register_schemas
+from emotion_lab.redaction import install_log_redaction, redact
 from emotion_lab.reporting import quiet_libraries, report_error
 from emotion_lab.train.launch import (
     export_submitit_distributed_env,
@@ -28,6 +29,8 @@ log = logging.getLogger("emotion_lab")
 register_schemas()
 register_resolvers()
 options.register_resolver()
+# Before Hydra's launcher logs each job's overrides, which may hold credentials.
+install_log_redaction()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -39,7 +42,7 @@ def main(dcfg: DictConfig) -> dict[str, Any] | float:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     output_dir = Path(hc.runtime.output_dir)
-    job = JobContext(output_dir=output_dir, overrides=list(hc.overrides.task))
+    job = JobContext(output_dir=output_dir, overrides=[redact(o) for o in hc.overrides.task])
     if multirun:
         sweep = read_sweep_file(Path(hc.sweep.dir))
         job.sweep_id, job.parent_run_id = sweep["sweep_id"], sweep.get("parent_run_id")

@@ -40,10 +40,11 @@ from emotion_lab.data import (
 from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.modeling import build_model, check_max_length, load_tokenizer
+from emotion_lab.preflight import check_job
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
-from emotion_lab.store.writer import RunLogger, find_job_run, tracked_run
+from emotion_lab.store.writer import PENDING_FILE, RunLogger, find_job_run, tracked_run
 from emotion_lab.train.checkpoint import Checkpointer, TrainState
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, best_epoch_record, fit, predict
@@ -125,6 +126,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     With ``resume=true`` the job's newest MLflow run (same config) is continued from its last
     checkpoint, or skipped if it finished.
     """
+    check_job(cfg)
     watch = Stopwatch()
     accelerator = make_accelerator(cfg.trainer)
     data, early_error = None, None
@@ -161,7 +163,9 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     if job.parent_run_id:
         tags[names.PARENT_TAG] = job.parent_run_id
     params = flatten(resolved) | (data.params() if data else {})
-    with tracked_run(experiment_id, run_name(cfg), params, tags, resume=previous) as logger:
+    with tracked_run(
+        experiment_id, run_name(cfg), params, tags, cfg.tracking, resume=previous
+    ) as logger:
         if early_error is not None:
             raise early_error
         assert data is not None
@@ -170,6 +174,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         if cfg.trainer.checkpointing:
             ckpt_root = (Path(cfg.paths.outputs) / "checkpoints" / run_id).resolve()
             logger.tags({names.CHECKPOINT_DIR_TAG: str(ckpt_root)})
+            logger.spool_to(ckpt_root / PENDING_FILE)
         logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
         watch.lap("start")
@@ -201,6 +206,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         finals = {"wall_seconds": metrics["wall_seconds"], **watch.metrics()}
         finals[names.PEAK_MEMORY_MB] = peak_memory_mb(accelerator)
         logger.metrics(finals, step=ckpt.state.step)
+        logger.flush()
         accelerator.wait_for_everyone()
     # Only once the run is FINISHED: a kill before that resumes from the checkpoint.
     ckpt.remove()

@@ -21,10 +21,13 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
+from emotion_lab.redaction import redact, redact_file
+from emotion_lab.reporting import report_error
 from emotion_lab.store.names import BEST_EPOCH_METRIC, BEST_PREFIX
 from emotion_lab.train.launch import is_main_launch_process
 
@@ -32,6 +35,9 @@ SWEEP_FILE = "sweep.json"
 RESULT_FILE = "result.json"
 # Written by the Optuna sweeper into the sweep dir when the search ends.
 SEARCH_FILE = "optimization_results.yaml"
+# Where Hydra saves the configs it composed: the sweep's, and each job's under output_subdir.
+MULTIRUN_FILE = "multirun.yaml"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 class JobFailed(Exception):
@@ -142,8 +148,55 @@ def stale_summary(tracking_uri: str, experiment_id: str) -> str:
     )
 
 
+def _task_config(composed: DictConfig) -> Any:
+    """The validated Config of a composed tree, without Hydra's own node."""
+    task = composed.copy()
+    with open_dict(task):
+        del task["hydra"]
+    return OmegaConf.to_object(task)
+
+
+def job_configs(config: DictConfig) -> list[Any] | None:
+    """Each job's validated config (or why it fails), composed as the basic sweeper will compose
+    it; None for a sweeper that picks its jobs as it goes (Optuna)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        return None
+    loader = GlobalHydra.instance().config_loader()
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(
+        [*params, *config.hydra.overrides.task]
+    )
+    configs: list[Any] = []
+    for batch in BasicSweeper.split_arguments(overrides, None):
+        for job in batch:
+            try:
+                configs.append(_task_config(loader.load_sweep_config(config, list(job))))
+            except Exception as e:
+                configs.append(e)
+    return configs
+
+
+def preflight_sweep(config: DictConfig) -> None:
+    """Before the first job: every job's config, models and data (see emotion_lab.preflight)."""
+    from emotion_lab import preflight
+
+    base = _task_config(config)
+    if not preflight.enabled(base):
+        return
+    jobs = job_configs(config)
+    if jobs is None:
+        preflight.check_job(base, "the search")
+    else:
+        preflight.check_sweep(jobs)
+
+
 class SweepCallback(Callback):
-    """Creates the sweep's parent run before the jobs, closes it and prints a summary after."""
+    """Checks every job before the first (pre-flight), creates the sweep's parent run, closes it
+    and prints a summary after; redacts the configs Hydra saves for each job."""
 
     parent_run_id: str | None = None
 
@@ -153,19 +206,23 @@ class SweepCallback(Callback):
         from emotion_lab.store.connection import open_for_writing, resolve_uri
         from emotion_lab.store.writer import create_sweep_run, find_sweep_run, reopen_sweep_run
 
-        if not is_main_launch_process():
-            return
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        info: dict[str, Any] = {"sweep_id": sweep_dir.name}
+        main = is_main_launch_process()
         key = sweep_key(list(config.hydra.overrides.task))
         try:
+            # Every rank checks (the same answer), so that all of them stop together.
+            preflight_sweep(config)
+            if not main:
+                return
             tracking_cfg: TrackingConfig = OmegaConf.to_object(config.tracking)  # type: ignore[assignment]
             experiment_id = open_for_writing(tracking_cfg)
             previous = find_sweep_run(experiment_id, key) if config.get("resume") else None
         except UserError as e:
-            print(f"emotion_lab: error: {e}", file=sys.stderr, flush=True)
+            if main:
+                report_error(e, bool(config.get("debug", False)))
             sys.exit(1)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        info: dict[str, Any] = {"sweep_id": sweep_dir.name}
         fault_point("sweep_start")
         if previous is None:
             info["parent_run_id"] = create_sweep_run(
@@ -179,10 +236,23 @@ class SweepCallback(Callback):
             info["parent_run_id"] = previous.info.run_id
         fault_point("sweep_start")
         info["experiment_id"] = experiment_id
-        info["tracking_uri"] = resolve_uri(tracking_cfg.uri)
+        info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
         _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
         self.parent_run_id = info["parent_run_id"]
         atexit.register(self._close_abandoned, sweep_dir)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra has just saved the composed configs (the job's under its output_subdir, the
+        sweep's as multirun.yaml) with whatever credentials the overrides held: redact them."""
+        saved = []
+        if config.hydra.output_subdir is not None:
+            subdir = Path(config.hydra.runtime.output_dir) / config.hydra.output_subdir
+            saved += sorted(subdir.glob("*.yaml"))
+        if config.hydra.mode == RunMode.MULTIRUN:
+            saved.append(Path(config.hydra.sweep.dir) / MULTIRUN_FILE)
+        for path in saved:
+            if path.is_file():
+                redact_file(path)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """In-process launchers: the parent run's heartbeat, between one job and the next."""
@@ -241,7 +311,7 @@ class SweepCallback(Callback):
             link = f"Runs in the MLflow UI: {url}\n"
         print(
             f"\nSweep {info['sweep_id']}: {len(results) - len(failed)} finished, "
-            f"{len(failed)} failed\n{summary}{link}",
+            f"{len(failed)} failed\n{redact(summary)}{link}",
             end="",
             flush=True,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from mlflow.environment_variables import (
 from mlflow.tracking import MlflowClient
 
 from emotion_lab.store import server as tracking_server
-from tests.conftest import SMALL_DATA, run_cli
+from tests.conftest import SMALL_DATA, free_port, run_cli
 
 # End-to-end runs of the CLI: minutes on two cores.
 pytestmark = pytest.mark.slow
@@ -31,17 +30,11 @@ TINY = ["model=tiny_gpt2", "init=scratch", "trainer.mixed_precision=no", *SMALL_
 STARTUP_TIMEOUT_S = 90
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The server's URI and its artifact root."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     artifacts = root / "artifacts"
     mlflow_cli = [sys.executable, "-c", "from mlflow.cli import cli; cli()"]
@@ -119,7 +112,7 @@ def test_a_sweep_reports_runs_and_artifacts_to_the_server(server, tmp_path: Path
 
 @pytest.mark.parametrize("mode", [[], ["-m"]], ids=["run", "sweep"])
 def test_an_unreachable_server_fails_fast_in_one_line(tmp_path: Path, mode: list[str], monkeypatch):
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
     start = time.monotonic()
     proc = run_cli([*mode, "tracking=server", *TINY], tmp_path, timeout=300)

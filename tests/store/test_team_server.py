@@ -1,0 +1,304 @@
+"""A shared tracking server as a team runs it: a real `mlflow server --app-name basic-auth` on
+127.0.0.1 with its host checks, a user account, credentials from the environment or the URI, and
+the server stopped and started again (same port, same store) under a running job."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from emotion_lab.errors import TrackingError
+from emotion_lab.store import names, server
+from tests.conftest import SMALL_DATA, free_port, run_cli
+
+TINY = ["model=tiny_gpt2", "init=scratch", "trainer.mixed_precision=no", *SMALL_DATA]
+STARTUP_TIMEOUT_S = 120
+ADMIN = ("admin", "admin-password-for-tests")
+# The user's password: the string that must never show up in the store, a log or outputs/.
+USER = ("alice", "Sup3r-s3cret-d0-not-leak")
+USER_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+class AuthServer:
+    """`mlflow server --app-name basic-auth` that a test may stop (SIGKILL, as a crash) and start
+    again on the same port and store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        (root / "basic_auth.ini").write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{root / 'auth.db'}\n"
+            f"admin_username = {ADMIN[0]}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # A password check is slow by design; checked once a minute per user, not per request.
+            "auth_cache_ttl_seconds = 60\n"
+        )
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {
+            **os.environ,
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.root / "basic_auth.ini"),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-csrf-key",
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from mlflow.cli import cli; cli()",
+                "server",
+                "--app-name=basic-auth",
+                "--host=127.0.0.1",
+                f"--port={self.port}",
+                f"--allowed-hosts=127.0.0.1:{self.port}",
+                f"--backend-store-uri=sqlite:///{self.root / 'server.db'}",
+                f"--artifacts-destination={self.root / 'artifacts'}",
+                "--serve-artifacts",
+                "--workers=1",
+            ],
+            cwd=self.root,
+            env=env,
+            stdout=(self.root / f"server-{self.starts}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends the workers too
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not server.answers(self.uri):
+            assert self.proc.poll() is None, self.log()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.root.glob("server-*.log")))
+
+
+@contextlib.contextmanager
+def credentials(user: str, password: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in USER_ENV}
+    os.environ.update(dict(zip(USER_ENV, (user, password), strict=True)))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def team_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    srv = AuthServer(tmp_path_factory.mktemp("team-server"))
+    srv.start()
+    try:
+        response = requests.post(
+            f"{srv.uri}/api/2.0/mlflow/users/create",
+            json={"username": USER[0], "password": USER[1]},
+            auth=ADMIN,
+            timeout=30,
+        )
+        assert response.ok, response.text
+        yield srv
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.stop()
+
+
+def _job_runs(uri: str, experiment: str = "emotion_lab") -> list:
+    with credentials(*ADMIN):
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        runs = client.search_runs([found.experiment_id])
+    return [r for r in runs if r.data.tags.get(names.ROLE_TAG) == names.ROLE_JOB]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error" in line.lower()]
+
+
+def test_the_server_refuses_a_host_name_it_does_not_serve(team_server: AuthServer):
+    search = f"{team_server.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, auth=ADMIN, timeout=30).status_code == 200
+    foreign = requests.get(search, auth=ADMIN, headers={"Host": "evil.example"}, timeout=30)
+    assert foreign.status_code == 403  # DNS rebinding: a browser tricked into a foreign name
+    assert requests.get(search, timeout=30).status_code == 401  # no credentials, no runs
+
+
+def test_missing_credentials_are_named(team_server: AuthServer, monkeypatch):
+    for key in USER_ENV:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(TrackingError) as err:
+        server.check_credentials(team_server.uri)
+    assert str(err.value) == (
+        f"tracking.uri={team_server.uri}: the MLflow server asks for credentials (HTTP 401). Set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on that server."
+    )
+
+
+@pytest.mark.slow
+def test_wrong_credentials_end_a_sweep_in_one_line_before_training(
+    team_server: AuthServer, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv(USER_ENV[0], USER[0])
+    monkeypatch.setenv(USER_ENV[1], "not-her-password")
+    proc = run_cli(["-m", f"tracking.uri={team_server.uri}", "lr=1e-3,3e-3", *TINY], tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert _error_lines(proc.stderr) == [
+        f"emotion_lab: error: tracking.uri={team_server.uri}: the MLflow server refused the "
+        "credentials of user 'alice' (HTTP 401). Set MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD to an account on that server."
+    ]
+    assert "epoch" not in proc.stdout + proc.stderr
+    assert _job_runs(team_server.uri) == []
+
+
+@pytest.mark.slow
+def test_credentials_in_the_uri_work_and_never_reach_store_logs_or_outputs(
+    team_server: AuthServer, tmp_path: Path, monkeypatch
+):
+    for key in USER_ENV:
+        monkeypatch.delenv(key, raising=False)
+    secret_uri = f"http://{USER[0]}:{USER[1]}@127.0.0.1:{team_server.port}"
+    proc = run_cli(
+        ["-m", f"tracking.uri={secret_uri}", "tracking.experiment=uri-creds", "lr=1e-3", *TINY],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The server answers nothing without credentials: the URI's were used for every write.
+    (run,) = _job_runs(team_server.uri, "uri-creds")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["tracking.uri"] == f"http://***@127.0.0.1:{team_server.port}"
+    # Hydra's launcher logs each job's overrides (colons escaped)
+    assert f"tracking.uri=http\\://***@127.0.0.1\\:{team_server.port}" in proc.stdout
+    assert f"Runs in the MLflow UI: {team_server.uri}/#/" in proc.stdout
+
+    printed = (proc.stdout + proc.stderr).splitlines()
+    assert [line for line in printed if USER[1] in line] == []
+    secret = USER[1].encode()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "multirun.yaml" for p in written)
+    assert any(p.name == "overrides.yaml" for p in written)
+    stored = [p for p in team_server.root.rglob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in stored)  # the run's config artifact
+    leaks = [p for p in written + stored if secret in p.read_bytes()]
+    assert leaks == []
+
+
+@pytest.mark.slow
+def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limit(
+    team_server: AuthServer, tmp_path: Path, monkeypatch
+):
+    """First a job with tracking.max_outage_s=1 loses its server: it stops in one line, its
+    checkpoint kept. The server comes back; resume=true continues the run, loses the server
+    again mid-training, trains on while it restarts, and sends what it buffered."""
+    monkeypatch.setenv(USER_ENV[0], USER[0])
+    monkeypatch.setenv(USER_ENV[1], USER[1])
+    steps_per_epoch, epochs = 30, 2
+    args = [
+        f"tracking.uri={team_server.uri}",
+        "tracking.experiment=outage",
+        *TINY,
+        f"data.max_train_samples={16 * steps_per_epoch}",
+        f"trainer.epochs={epochs}",
+        "trainer.log_every_n_steps=1",
+        "trainer.checkpoint_every_n_steps=5",
+    ]
+    cmd = [sys.executable, "-m", "emotion_lab", *args]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    def start_job(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*cmd, *extra],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def logged_steps() -> list[int]:
+        runs = _job_runs(team_server.uri, "outage")
+        if not runs:
+            return []
+        with credentials(*ADMIN):
+            history = MlflowClient(team_server.uri).get_metric_history(
+                runs[0].info.run_id, "train_loss"
+            )
+        return sorted(m.step for m in history)
+
+    def wait_for_step(job: subprocess.Popen, step: int) -> None:
+        deadline = time.monotonic() + 240
+        while not logged_steps() or logged_steps()[-1] < step:
+            assert job.poll() is None, job.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the job logged no progress"
+            time.sleep(0.5)
+
+    # 1. Past the outage limit: the job stops, in one line, with its checkpoint kept.
+    job = start_job("tracking.max_outage_s=1")
+    wait_for_step(job, 6)  # a checkpoint at step 5 is on disk
+    team_server.stop()
+    out, err = job.communicate(timeout=240)
+    assert job.returncode == 1, err[-3000:]
+    (line,) = _error_lines(err)
+    assert line.startswith(
+        f"emotion_lab: error: tracking.uri={team_server.uri}: the MLflow server has not answered "
+        "for "
+    )
+    assert "(tracking.max_outage_s=1), so the job stopped; its checkpoint and " in line
+    assert line.endswith("Rerun the same command with resume=true once the server is back.")
+    (ckpt,) = (tmp_path / "outputs" / "checkpoints").iterdir()
+    assert (ckpt / "latest").is_file() and (ckpt / "pending_writes.json").is_file()
+    team_server.start()
+    (stopped,) = _job_runs(team_server.uri, "outage")
+    assert stopped.info.status == "RUNNING"  # the server was gone: nobody could close it
+    before = logged_steps()[-1]
+
+    # 2. resume=true continues the run; the server goes away mid-training and comes back.
+    job = start_job("resume=true")
+    wait_for_step(job, before + 1)
+    team_server.stop()
+    down = time.time()
+    time.sleep(1)
+    team_server.start()
+    up = time.time()
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err[-3000:]
+    assert "does not answer" in out and "answers again after" in out
+
+    (run,) = _job_runs(team_server.uri, "outage")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[names.RESUME_COUNT_TAG] == "1"
+    assert names.ERROR_TAG not in run.data.tags
+    with credentials(*ADMIN):
+        history = MlflowClient(team_server.uri).get_metric_history(run.info.run_id, "train_loss")
+    # Every step once, none lost across the stop, the spool and the second outage.
+    assert sorted(m.step for m in history) == list(range(1, steps_per_epoch * epochs + 1))
+    by_step = sorted(history, key=lambda m: m.step)
+    assert [m.timestamp for m in by_step] == sorted(m.timestamp for m in by_step)
+    # Measured while the server was down, delivered after it came back.
+    assert any(down * 1000 < m.timestamp < up * 1000 for m in history)
+    assert not (tmp_path / "outputs" / "checkpoints" / ckpt.name).exists()
