@@ -14,6 +14,7 @@ import pandas as pd
 
 from emotion_lab.errors import DataError
 from emotion_lab.store import names
+from emotion_lab.store.names import PROB_PREFIX
 
 READ_SUFFIXES = (".csv", ".jsonl", ".txt")
 WRITE_SUFFIXES = (".csv", ".jsonl")
@@ -76,7 +77,7 @@ def with_predictions(rows: pd.DataFrame, probs: np.ndarray, labels: list[str]) -
     out["predicted_label"] = [labels[i] for i in best]
     out["predicted_prob"] = probs[np.arange(len(best)), best]
     for i, name in enumerate(labels):
-        out[f"prob_{name}"] = probs[:, i]
+        out[f"{PROB_PREFIX}{name}"] = probs[:, i]
     return out
 
 
