@@ -66,7 +66,9 @@ def test_model_neither_cached_nor_reachable_says_so():
 
 
 def test_unwritable_sqlite_store_is_one_line(tmp_path: Path):
-    proc = run_cli([*SMALL_DATA, "tracking.uri=sqlite:////proc/no/such/mlflow.db"], tmp_path)
+    # A job that passes pre-flight (scratch), so that the store is what fails.
+    args = [*SMALL_DATA, "model=tiny_gpt2", "init=scratch"]
+    proc = run_cli([*args, "tracking.uri=sqlite:////proc/no/such/mlflow.db"], tmp_path)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "emotion_lab: error: tracking.uri=sqlite:////proc/no/such/mlflow.db" in proc.stderr

@@ -27,6 +27,9 @@ from emotion_lab.store import names as store_names
 
 log = logging.getLogger(__name__)
 
+# Each row's index in the split it was read from (before carving and sampling), kept through
+# tokenization so that per-example predictions point back at the user's data.
+ROW_COLUMN = "row"
 # The three roles a split plays in a job.
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 # A source names its files; a folder of many shards is cut here (MLflow allows 6000).
@@ -131,7 +134,11 @@ def load_splits(cfg: DataConfig, seed: int) -> LabeledSplits:
     )
     col = cfg.label_column
     rows = {
-        role: Rows(encoded[split], label_ids(encoded[split], col)) for role, split in found.items()
+        role: Rows(
+            encoded[split].add_column(ROW_COLUMN, np.arange(len(encoded[split]))),
+            label_ids(encoded[split], col),
+        )
+        for role, split in found.items()
     }
     sources = {
         role: f"{len(rows[role].labels)} rows of {raw.origins[split]}"

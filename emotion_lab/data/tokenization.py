@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from emotion_lab.config import DataConfig, TrainerConfig
-from emotion_lab.data.splits import TEST, TRAIN, VALIDATION, LabeledSplits
+from emotion_lab.data.splits import ROW_COLUMN, TEST, TRAIN, VALIDATION, LabeledSplits
 from emotion_lab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,15 @@ class TokenizedSplits:
 
 
 # Columns that ride along through tokenization until the splits are ordered.
-_ROW, _TEXT = "row", "text"
+_ROW, _TEXT = ROW_COLUMN, "text"
 
 
 def _by_length(ds: datasets.Dataset) -> tuple[datasets.Dataset, list[int], list[str]]:
-    """An eval split ordered by length (stable: equal lengths keep their row order), so its
-    batches carry almost no padding; with each example's raw row and text, in that order."""
-    order = np.argsort(np.asarray(ds["length"]), kind="stable")
+    """An eval split ordered by length, equal lengths by their raw row (so its batches carry
+    almost no padding, in an order that does not depend on how it was sampled); with each
+    example's raw row and text, in that order."""
+    table = ds.with_format("numpy", columns=["length", _ROW])[:]
+    order = np.lexsort((table[_ROW], table["length"]))
     ds = ds.select(order)
     return ds.remove_columns(["length", _ROW, _TEXT]), list(ds[_ROW]), list(ds[_TEXT])
 
@@ -110,7 +112,6 @@ def tokenize_splits(
     skipped: dict[str, int] = {}
 
     def encode_split(split: str, ds: datasets.Dataset) -> datasets.Dataset:
-        ds = ds.add_column(_ROW, np.arange(len(ds)))
         kept = _drop_bad_texts(ds, columns)
         skipped[split] = len(ds) - len(kept)
         if skipped[split]:
@@ -140,7 +141,7 @@ def tokenize_splits(
     train = encode_split(TRAIN, data.train)
     validation = encode_split(VALIDATION, data.validation)
     test = encode_split(TEST, data.test)
-    train_lengths = list(train["length"])
+    train_lengths = train.with_format("numpy", columns=["length"])[:]["length"].tolist()
     validation, validation_rows, validation_texts = _by_length(validation)
     test, test_rows, test_texts = _by_length(test)
     return TokenizedSplits(
