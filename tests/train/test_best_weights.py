@@ -14,6 +14,7 @@ from emotion_lab.config import (
     OptimizerConfig,
     TrainerConfig,
 )
+from emotion_lab.data import load_splits
 from emotion_lab.train.checkpoint import BEST, Checkpointer, TrainState
 from emotion_lab.train.job import make_accelerator, prepare
 from emotion_lab.train.loop import fit
@@ -47,7 +48,8 @@ def _fit(cfg: Config, ckpt_root, ascend: bool) -> tuple[TrainState, dict[int, di
     as validated, and the weights the model holds once fit's result is loaded, as the job does
     before testing."""
     accelerator = make_accelerator(cfg.trainer)
-    training, *_ = prepare(cfg, accelerator, Stopwatch())
+    data = load_splits(cfg.data, cfg.seed)
+    training, *_ = prepare(cfg, accelerator, data, Stopwatch())
     if ascend:
         schedule = training.scheduler.scheduler  # under Accelerate's wrapper
         schedule.base_lrs = [-lr for lr in schedule.base_lrs]
