@@ -34,7 +34,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Side-by-side training/eval throughput; pass e.g. `-- --data ../shared/data/emotion`."""
+    """Side by side: throughput, whole process, overhead, peak memory and roofline for the
+    machine it runs on (docs/benchmarks.md); pass e.g. `-- --data ../shared/data/emotion`."""
     _install(session)
     session.run("python", "benchmarks/bench_train.py", *session.posargs)
 

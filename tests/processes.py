@@ -17,14 +17,27 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class Finished(subprocess.CompletedProcess):
-    """A finished command, with its wall time and the peak memory (max RSS) of its process."""
+    """A finished command, with its wall time and its process's peak memory in MB."""
 
     def __init__(
-        self, args: list[str], returncode: int, stdout: str, stderr: str, seconds: float, rss: int
+        self, args: list[str], returncode: int, stdout: str, stderr: str, seconds: float, kb: int
     ) -> None:
         super().__init__(args, returncode, stdout, stderr)
         self.seconds = seconds
-        self.peak_mb = rss / 1024  # Linux reports ru_maxrss in KiB
+        self.peak_mb = kb / 1024
+
+
+def _peak_rss_kb(pid: int) -> int:
+    """The process's high-water RSS (VmHWM). Not ``ru_maxrss``: that one starts from the RSS of
+    the process it was spawned from, so a child of a large parent would report the parent's."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def run_process(
@@ -32,27 +45,39 @@ def run_process(
 ) -> tuple[int, Finished]:
     """Run ``cmd`` in ``cwd`` with this checkout's package first on the path; returns its pid
     and result. Past ``timeout`` it gets SIGTERM (Accelerate's launcher stops its workers on
-    SIGTERM, not on SIGKILL), SIGKILL a minute later, and ``TimeoutExpired`` is raised."""
+    SIGTERM, not on SIGKILL), SIGKILL a minute later, and ``TimeoutExpired`` is raised.
+
+    Its peak memory is its high-water RSS, read every 20 ms while it runs (growth in its last
+    20 ms can be missed; Linux only, else 0).
+    """
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, text=True, env=env)
         reaped = threading.Event()
         timed_out = threading.Event()
+        peak_kb = [0]
 
-        def stop() -> None:
-            # Signals go by pid: until wait4 below reaps the child, its pid cannot be reused.
-            for wait, sig in ((timeout, signal.SIGTERM), (60, signal.SIGKILL)):
-                if reaped.wait(wait):
-                    return
-                timed_out.set()
-                os.kill(proc.pid, sig)
+        def watch() -> None:
+            # Signals go by pid: until waitpid below reaps the child, its pid cannot be reused.
+            kill_at = None
+            while not reaped.wait(0.02):
+                peak_kb[0] = max(peak_kb[0], _peak_rss_kb(proc.pid))
+                now = time.perf_counter()
+                if not timed_out.is_set() and now - start > timeout:
+                    timed_out.set()
+                    os.kill(proc.pid, signal.SIGTERM)
+                    kill_at = now + 60
+                elif kill_at is not None and now > kill_at:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    kill_at = None
 
-        watchdog = threading.Thread(target=stop, daemon=True)
-        watchdog.start()
-        # wait4, not Popen.wait: it hands back this child's own resource usage (its peak RSS).
-        _, status, usage = os.wait4(proc.pid, 0)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        # waitpid, not Popen.wait: the watcher may signal the pid until it is reaped here.
+        _, status = os.waitpid(proc.pid, 0)
         reaped.set()
+        watcher.join()
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -60,7 +85,7 @@ def run_process(
         stdout, stderr = out.read(), err.read()
     if timed_out.is_set():
         raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr)
-    return proc.pid, Finished(cmd, proc.returncode, stdout, stderr, seconds, usage.ru_maxrss)
+    return proc.pid, Finished(cmd, proc.returncode, stdout, stderr, seconds, peak_kb[0])
 
 
 def run_cli(

@@ -7,6 +7,7 @@
 - ``optim``: optimizer and learning-rate schedule from the config.
 - ``embedding_grad``: the reused embedding-gradient buffer (one CPU process).
 - ``metrics`` and ``plots``: whole-split classification metrics, the confusion matrix.
+- ``timing``: seconds per phase of a job, logged at its end.
 - ``sweep``: the sweep's parent run, result files and closing summary (a Hydra callback).
 - ``launch``: multi-process and cluster launches (Accelerate, submitit).
 """

@@ -78,9 +78,15 @@ def resolve_precision(cfg: TrainerConfig) -> str:
 
 
 def peak_memory_mb(accelerator: Accelerator) -> float:
-    """This process's peak so far: allocated CUDA memory on a GPU, max RSS on a CPU."""
+    """This process's peak so far: allocated CUDA memory on a GPU, else its high-water RSS
+    (VmHWM; ``ru_maxrss`` would start from the RSS of the process that spawned it)."""
     if accelerator.device.type == "cuda":
         return torch.cuda.max_memory_allocated(accelerator.device) / 2**20
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
