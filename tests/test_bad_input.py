@@ -11,7 +11,7 @@ from emotion_lab.config import DataConfig, Init, ModelConfig
 from emotion_lab.data import tokenize_splits
 from emotion_lab.errors import DataError, ModelError
 from emotion_lab.modeling import build_model, load_tokenizer
-from tests.conftest import run_cli
+from tests.conftest import EMOTION, run_cli
 
 FEATURES = datasets.Features(
     {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
@@ -64,7 +64,9 @@ def test_model_neither_cached_nor_reachable_says_so():
 
 
 def test_unwritable_sqlite_store_is_one_line(tmp_path: Path):
-    proc = run_cli(["tracking.uri=sqlite:////proc/no/such/mlflow.db"], tmp_path)
+    # A job that passes pre-flight (scratch, local data), so that the store is what fails.
+    args = ["model=tiny_gpt2", "init=scratch", f"data.path={EMOTION}"]
+    proc = run_cli([*args, "tracking.uri=sqlite:////proc/no/such/mlflow.db"], tmp_path)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "emotion_lab: error: tracking.uri=sqlite:////proc/no/such/mlflow.db" in proc.stderr
