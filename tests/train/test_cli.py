@@ -160,7 +160,8 @@ def test_failures_are_one_line_and_leave_no_running_run(tmp_path: Path, override
     data = [
         o for o in SMALL_DATA if not (o.startswith("data.path") and "data.path" in overrides[0])
     ]
-    proc = run_cli([*data, *overrides], tmp_path)
+    # preflight=false: the failure happens mid-job, where it must leave a FAILED run.
+    proc = run_cli([*data, *overrides, "preflight=false"], tmp_path)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]

@@ -167,6 +167,7 @@ def test_a_failed_job_stops_a_distributed_sweep(tmp_path: Path, tiny_checkpoint:
     (MLflow), the other ranks would wait for it forever in the next job."""
     data = [o for o in DATA if not o.startswith("data.path")]
     sweep = ["-m", f"data.path=/no/such,{EMOTION}", f"model.name_or_path={tiny_checkpoint}"]
+    sweep.append("preflight=false")  # the job starts and fails, on rank 0 first
     proc = accelerate_launch([*sweep, *data], tmp_path, processes=2)
     assert proc.returncode != 0
     assert "emotion_lab: error: data.path=/no/such: no such file or directory" in proc.stderr

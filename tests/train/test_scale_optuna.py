@@ -74,10 +74,9 @@ def test_the_search_maximised_the_returned_validation_macro_f1(search: Path):
 
 
 def test_failed_trials_are_recorded_and_fail_the_sweep(tmp_path: Path):
-    proc = run_cli(
-        ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY, "data.path=/no/such"],
-        tmp_path,
-    )
+    # preflight=false: the trials start and fail, as trials failing for real do.
+    search = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "preflight=false"]
+    proc = run_cli([*search, *TINY, "data.path=/no/such"], tmp_path)
     assert proc.returncode != 0
     # Both trials ran (a failed trial does not stop the search) and each said why in one line.
     assert proc.stderr.count("emotion_lab: error: data.path=/no/such: no such file") == 2
