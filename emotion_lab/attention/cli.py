@@ -11,12 +11,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_lab import options
 from emotion_lab.attention.config import AttentionConfig, register_schema
 from emotion_lab.config import CONFIG_DIR, DataConfig
 from emotion_lab.errors import ConfigError, DataError
 from emotion_lab.reporting import quiet_libraries, report_error
 
 register_schema()
+options.register_resolver()
 
 ARTIFACT_DIR = "attention"
 

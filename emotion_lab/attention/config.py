@@ -12,39 +12,46 @@ from emotion_lab.errors import ConfigError
 
 @dataclass
 class AttentionConfig:
-    # What to explain: an MLflow run (its `model/` artifact), or every FINISHED job of a sweep
-    # (the best scratch and the best pretrained run, compared). Neither: `model` + `init`.
     run_id: str | None = None
-    # A second run: both are analysed and compared (differences are compare - run).
+    """The MLflow run to explain (its model/ artifact); with no run_id or sweep_id: model + init."""
     compare_run_id: str | None = None
+    """A second run: both are analysed and compared (differences are compare - run)."""
     sweep_id: str | None = None
+    """A sweep: its best scratch and best pretrained jobs (chosen on validation), compared."""
     model: ModelConfig = field(default_factory=ModelConfig)
     init: Init = Init.pretrained
-    # Seeds the fresh weights of init=scratch and the sample of the split.
+    """With no run: scratch or pretrained weights of model.name_or_path."""
     seed: int = 42
+    """Seeds the fresh weights of init=scratch and the sample of the split."""
     data: DataConfig = field(default_factory=DataConfig)
-    # Split sampled for the statistics; null = data.eval_split.
     split: str | None = None
+    """Split sampled for the statistics; null = data.eval_split."""
     num_texts: int = 300
-    # Your own texts instead of a sample of the split; the first one is drawn.
+    """Size of the sample the statistics are taken over."""
     text: str | None = None
+    """Your own text instead of a sample of the split (it is the one drawn)."""
     texts: list[str] = field(default_factory=list)
+    """Your own texts instead of a sample of the split; the first one is drawn."""
     batch_size: int = 64
-    # Drawn for the example text: one head of one layer, and all heads of that layer (-1 = last).
+    """Texts per forward pass."""
     layer: int = -1
+    """Layer drawn for the example text (-1 = last): one head, and all heads of that layer."""
     head: int = 0
-    # Which sampled text is drawn when no text is given.
+    """Head drawn for the example text."""
     example_index: int = 0
+    """Which sampled text is drawn when no text is given."""
     top_words: int = 15
-    # Words seen fewer times are left out of the ranking (their averages are noise).
+    """Words listed in the ranking of attention received."""
     min_word_count: int = 5
-    # Also log one metric per head and statistic (layers x heads x 5); per-layer means always.
+    """Words seen fewer times are left out of the ranking (their averages are noise)."""
     per_head_metrics: bool = False
-    # bertviz head_view/model_view HTML of the example text, when bertviz is installed.
+    """Also log one metric per head and statistic; per-layer means are always logged."""
     bertviz: bool = True
+    """bertviz head_view/model_view HTML of the example text, when bertviz is installed."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     debug: bool = False
+    """Full tracebacks instead of one-line errors."""
 
     def __post_init__(self) -> None:
         positive = ("num_texts", "batch_size", "top_words", "min_word_count")

@@ -7,11 +7,13 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_lab import options
 from emotion_lab.compare.config import CompareConfig, register_schema
 from emotion_lab.config import CONFIG_DIR
 from emotion_lab.reporting import report_error
 
 register_schema()
+options.register_resolver()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare")

@@ -11,13 +11,14 @@ from emotion_lab.config import PathsConfig, TrackingConfig, _require
 
 @dataclass
 class CompareConfig:
-    # A sweep id (its folder name under outputs/multirun/) or "latest".
     sweep: str = "latest"
-    # Where the table and figures are written; null = <paths.outputs>/compare/<sweep id>.
+    """A sweep id (its folder name under outputs/multirun/) or latest."""
     output_dir: str | None = None
-    # Register the best run's model (highest validation accuracy) in the MLflow model registry.
+    """Where the report is written; null = <paths.outputs>/compare/<sweep id>."""
     register: bool = False
+    """Register the best run's model (chosen on validation) in the MLflow model registry."""
     registered_model: str = "emotion_lab"
+    """Name of the registered model a new version is added to."""
     a: list[str] = field(default_factory=list)
     """First compared configuration as key:value items, a=[init:pretrained,lr:1e-4]; keys left
     out are chosen on validation. Empty: the best of each value of the first swept key."""
@@ -32,6 +33,7 @@ class CompareConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     debug: bool = False
+    """Full tracebacks instead of one-line errors."""
 
     def __post_init__(self) -> None:
         _require(bool(self.a) == bool(self.b), "a/b", (self.a, self.b), "both named, or neither")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_lab import options
 from emotion_lab.config import CONFIG_DIR
 from emotion_lab.errors import ConfigError
 from emotion_lab.predict.config import PredictConfig, check, register_schema
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from emotion_lab.predict.model import Classifier
 
 register_schema()
+options.register_resolver()
 
 _SHOWN_ROWS = 20
 

@@ -13,22 +13,25 @@ from emotion_lab.errors import ConfigError
 
 @dataclass
 class PredictConfig:
-    # The MLflow run whose model/ artifact is used (the compare table lists run ids).
     run_id: str | None = None
-    # One text to classify, or a file of texts: .csv, .jsonl or .txt (one text per line).
+    """The MLflow run whose model/ artifact is used (the compare table lists run ids)."""
     text: str | None = None
+    """One text to classify (quote it for Hydra when it has commas)."""
     input: str | None = None
-    # Where file predictions go (.csv or .jsonl); null = print them.
+    """A file of texts: .csv, .jsonl or .txt (one text per line)."""
     output: str | None = None
+    """Where file predictions go (.csv or .jsonl); null = print them."""
     text_column: Any = None
     """The input's text column, or two for a sentence pair; null = the column(s) the run trained
     on (its data.text_column)."""
     batch_size: int = 64
-    # Truncation length; null = the run's model.max_length.
+    """Texts per batch (batches are sorted by length and padded to their longest text)."""
     max_length: int | None = None
+    """Truncation length; null = the run's model.max_length."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     debug: bool = False
+    """Full tracebacks instead of one-line errors."""
 
 
 def check(cfg: PredictConfig) -> None:
