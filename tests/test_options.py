@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from emotion_lab import options
 from emotion_lab.config import Config
 from tests.conftest import REPO, run_cli
@@ -21,10 +23,10 @@ def _leaf_fields(cls: type) -> list[tuple[type, str]]:
     return found
 
 
-def test_every_training_key_has_one_line_of_help():
-    missing = [
-        f"{c.__name__}.{n}" for c, n in _leaf_fields(Config) if n not in options.field_docs(c)
-    ]
+@pytest.mark.parametrize("command", sorted(options.SCHEMAS))
+def test_every_key_of_every_command_has_one_line_of_help(command: str):
+    fields = _leaf_fields(options.schema(command))
+    missing = [f"{c.__name__}.{n}" for c, n in fields if n not in options.field_docs(c)]
     assert missing == []
 
 
