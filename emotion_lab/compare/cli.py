@@ -51,7 +51,7 @@ def main(dcfg: DictConfig) -> None:
         print(
             f"\nCompared a = {c.a.label}: {c.a.choice.why}\n"
             f"     and b = {c.b.label}: {c.b.choice.why}\n"
-            f"{c.sentence()}\n(interval over {c.covers})"
+            f"{c.sentence()}\nThe interval covers {c.covers}."
         )
     elif report.comparison_note:
         print(f"\nNo paired comparison: {report.comparison_note}")

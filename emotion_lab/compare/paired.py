@@ -60,10 +60,12 @@ def _choose(candidates: list[Group], why: str) -> Choice:
     chosen = best_group([g.runs for g in candidates])
     if chosen is None:
         raise TrackingError(f"{why}: no configuration has a finished run to compare.")
-    keys = [group_selection_key(g.runs) for g in candidates]
     group = candidates[chosen]
     n = len(group.finished)
     seeds = f"mean over its {n} seeds" if n > 1 else "one run"
+    if len(candidates) == 1:
+        return Choice(group, f"{why} ({seeds})")
+    keys = [group_selection_key(g.runs) for g in candidates]
     rule = decided_by(keys, chosen, monitor_of(group.finished[0]))
     return Choice(group, f"{why} on validation ({seeds}; {rule})")
 
@@ -302,10 +304,10 @@ def compare_pair(
         true, a.pred, b.pred, k, examples, runs_a, runs_b, cfg.confidence
     )
     covers = (
-        "seeds and test examples (hierarchical bootstrap: each group's runs redrawn, then the "
-        "test examples, shared by both groups)"
+        "seeds and test examples: a hierarchical bootstrap redraws each configuration's runs, "
+        "then the test examples, shared by both"
         if hierarchical
-        else "test examples only (one run per configuration: seed-to-seed variation is not in it)"
+        else "test examples only: one run per configuration, seed-to-seed variation is not in it"
     )
     mcnemar = [
         (seed_a, seed_b, stats.mcnemar_exact(pa == true, pb == true))

@@ -120,8 +120,8 @@ def _comparison_md(c: Comparison) -> list[str]:
         f"- a = `{c.a.label}`: {c.a.choice.why}; runs {', '.join(c.a.run_ids)}.",
         f"- b = `{c.b.label}`: {c.b.choice.why}; runs {', '.join(c.b.run_ids)}.",
         f"- {len(c.true)} test examples. a and b are each the mean over their runs. The interval "
-        f"is a {c.level:.0%} percentile bootstrap interval ({c.resamples} resamples) and covers "
-        f"the variance from {c.covers}. It does not cover the choice of a and b on validation.",
+        f"is a {c.level:.0%} percentile bootstrap interval ({c.resamples} resamples); it covers "
+        f"{c.covers}. It does not cover the choice of a and b on validation.",
         f"- McNemar's exact test (accuracy, paired per example, seed-matched run pairs): "
         f"{mcnemar}.",
         "",
