@@ -10,8 +10,8 @@ side by side on the same model, texts and batch size:
       from the run's MLflow metrics).
 
 Every variant runs in its own process, its peak memory measured by the process that waits for
-it (max RSS; CUDA's max_memory_allocated on a GPU). The variants alternate, `--repeats` times;
-cells are medians, with the range when repeated.
+it (its high-water RSS; CUDA's max_memory_allocated on a GPU). The variants alternate,
+`--repeats` times; cells are medians, with the range when repeated.
 
 Roofline: a training step's useful work is 6 x (non-embedding parameters) x (real, non-pad
 tokens) FLOP (forward 2, backward 4 per parameter and token); the achieved FLOP/s over the
