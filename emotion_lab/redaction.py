@@ -84,7 +84,10 @@ def install_log_redaction() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:
+            return record  # a broken format string: the handler reports it, as without us
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
