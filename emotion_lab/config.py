@@ -136,6 +136,8 @@ class DataConfig:
     """A stratified, seeded sample of this many training rows; null = all."""
     max_eval_samples: int | None = None
     """A stratified, seeded sample of this many validation and test rows each; null = all."""
+    seed: int = 42
+    """Seed of carved splits and samples; apart from seed, so seed=1,2,3 varies training only."""
     num_workers: int = 0
     """DataLoader worker processes; 0 loads batches in the training process (fastest on CPU)."""
 

@@ -23,12 +23,10 @@ options.register_resolver()
 ARTIFACT_DIR = "attention"
 
 
-def sample_texts(
-    cfg: AttentionConfig, data: DataConfig, carve_seed: int
-) -> list[str] | list[tuple[str, str]]:
+def sample_texts(cfg: AttentionConfig, data: DataConfig) -> list[str] | list[tuple[str, str]]:
     """The user's texts, or a seeded random sample of the split (texts, or the pairs of a
-    two-column ``data.text_column``). A split the data lacks is carved as training carves it,
-    with the training seed ``carve_seed``."""
+    two-column ``data.text_column``). A split the data lacks is carved as training carves it
+    (``data.seed``)."""
     from emotion_lab.data import load_splits
 
     if cfg.all_texts:
@@ -40,25 +38,22 @@ def sample_texts(
             f"split={split}: expected one of the data's splits {sorted(roles)} "
             "(data.train_split, data.eval_split, data.test_split)."
         )
-    ds = getattr(load_splits(data, carve_seed), roles[split])
+    ds = getattr(load_splits(data), roles[split])
     ds = ds.shuffle(seed=cfg.seed).select(range(min(cfg.num_texts, len(ds))))
     columns = [list(ds[c]) for c in data.text_columns]
     return columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
 
 
-def _data_of(
-    cfg: AttentionConfig, client: Any, refs: list[Any], data_given: bool
-) -> tuple[DataConfig, int]:
-    """The data config given, or else that of the (first) run analysed, and the seed its
-    splits were carved with."""
+def _data_of(cfg: AttentionConfig, client: Any, refs: list[Any], data_given: bool) -> DataConfig:
+    """The data config given, or else that of the (first) run analysed."""
     from emotion_lab.attention import runs
 
     if refs and not data_given:
         logged = runs.run_data(client, refs[0].run_id)
         if logged is not None:
-            print(f"Texts from the data {refs[0].name} trained on: {logged[0].path}", flush=True)
+            print(f"Texts from the data {refs[0].name} trained on: {logged.path}", flush=True)
             return logged
-    return cfg.data, cfg.seed
+    return cfg.data
 
 
 def _folder(name: str) -> str:
@@ -88,7 +83,7 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
     from emotion_lab.store.reader import load_logged_model
 
     client, refs = _resolve_runs(cfg)
-    texts = sample_texts(cfg, *_data_of(cfg, client, refs, data_given))
+    texts = sample_texts(cfg, _data_of(cfg, client, refs, data_given))
     if cfg.example_index >= len(texts):
         raise ConfigError(f"example_index={cfg.example_index}: there are {len(texts)} texts.")
 

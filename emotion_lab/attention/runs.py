@@ -79,9 +79,9 @@ def sweep_pair(
     return (run_ref(client, scratch.info.run_id), run_ref(client, pretrained.info.run_id)), why
 
 
-def run_data(client: MlflowClient, run_id: str) -> tuple[DataConfig, int] | None:
-    """The data config and seed a run trained with (its config.yaml), so its texts, its own
-    columns and its carved splits are sampled; None for a run that logged no config."""
+def run_data(client: MlflowClient, run_id: str) -> DataConfig | None:
+    """The data config a run trained with (its config.yaml), so its texts, its own columns and
+    its carved splits are sampled; None for a run that logged no config."""
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     if names.CONFIG_ARTIFACT not in artifacts:
         return None
@@ -96,7 +96,7 @@ def run_data(client: MlflowClient, run_id: str) -> tuple[DataConfig, int] | None
     known = {f.name for f in dataclasses.fields(DataConfig)}
     data = {k: v for k, v in logged.get("data", {}).items() if k in known}
     merged = OmegaConf.merge(OmegaConf.structured(DataConfig), data)
-    return OmegaConf.to_object(merged), int(logged.get("seed", 0))  # type: ignore[return-value]
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 def comparison_targets(a: RunRef, b: RunRef) -> list[str]:

@@ -1,7 +1,7 @@
 """Train, validation and test as a job uses them: read, labels encoded, missing evaluation splits
 carved out of train, and the seeded samples that ``data.max_*_samples`` ask for.
 
-Carving and sampling are stratified by label and seeded by ``seed``, so every job of a sweep
+Carving and sampling are stratified by label and seeded by ``data.seed``, so every job of a sweep
 with the same seed sees the same rows. Both draw their rows with the ``datasets`` function
 behind ``Dataset.train_test_split(stratify_by_column=...)``, from the same seeded generator, so
 the rows are the ones ``train_test_split`` picks; it is called on a numpy copy of the labels
@@ -113,8 +113,14 @@ def _sample(rows: Rows, n: int | None, key: str, seed: int, names: list[str]) ->
     return sample, f"{n} of {total} rows, stratified, seed {seed}"
 
 
-def load_splits(cfg: DataConfig, seed: int) -> LabeledSplits:
-    """Read the data, encode its labels, carve what is missing, and take the asked samples."""
+def load_splits(cfg: DataConfig, seed: int | None = None) -> LabeledSplits:
+    """Read the data, encode its labels, carve what is missing, and take the asked samples,
+    seeded by ``data.seed`` (or ``seed``, where a caller fixes it).
+
+    The data seed is apart from the training seed: the jobs of a seed sweep train on, select on
+    and test on the same rows, so their test predictions pair up.
+    """
+    seed = cfg.seed if seed is None else seed
     raw = read_sources(cfg)
     available = sorted(str(split) for split in raw.splits)
     if cfg.train_split not in raw.splits:

@@ -224,7 +224,7 @@ def _checked_data(cfg: Config, accelerator: Accelerator) -> LabeledSplits:
     is touched and before any weights load."""
     check_max_length(cfg.model)
     with accelerator.main_process_first():
-        return load_splits(cfg.data, cfg.seed)
+        return load_splits(cfg.data)
 
 
 def prepare(

@@ -48,7 +48,7 @@ def _fit(cfg: Config, ckpt_root, ascend: bool) -> tuple[TrainState, dict[int, di
     as validated, and the weights the model holds once fit's result is loaded, as the job does
     before testing."""
     accelerator = make_accelerator(cfg.trainer)
-    data = load_splits(cfg.data, cfg.seed)
+    data = load_splits(cfg.data)
     training, *_ = prepare(cfg, accelerator, data, Stopwatch())
     if ascend:
         schedule = training.scheduler.scheduler  # under Accelerate's wrapper
