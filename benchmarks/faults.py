@@ -44,11 +44,6 @@ from emotion_lab.store import names
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Metrics that measure time: they differ between any two runs.
-TIMING_METRICS = frozenset(
-    {"train_samples_per_s", "val_samples_per_s", "train_seconds", "wall_seconds"}
-)
-
 Histories = dict[str, list[tuple[int, float]]]
 
 
@@ -130,7 +125,7 @@ def histories(client: MlflowClient, run: Run, timing: bool = False) -> Histories
     return {
         key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
         for key in run.data.metrics
-        if timing or key not in TIMING_METRICS
+        if timing or key not in names.MEASURED_METRICS
     }
 
 

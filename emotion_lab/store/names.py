@@ -69,6 +69,21 @@ def phase_metric(phase: str) -> str:
     return f"{phase}_seconds"
 
 
+# Metrics that measure the machine, not the model: they differ between any two runs of the same
+# config (and between a resumed run and an uninterrupted one).
+MEASURED_METRICS = frozenset(
+    {
+        "train_samples_per_s",
+        "val_samples_per_s",
+        TEST_SAMPLES_PER_S,
+        "train_seconds",
+        "wall_seconds",
+        PEAK_MEMORY_MB,
+        *(phase_metric(phase) for phase in PHASES),
+    }
+)
+
+
 # Artifacts of a job run.
 MODEL_ARTIFACT = "model"
 CONFIG_ARTIFACT = "config.yaml"
