@@ -130,13 +130,16 @@ def search_summary(sweep_dir: Path, objective: str | None) -> str:
     return f"Best trial: {objective or 'objective'} = {found['best_value']:.4f} with {params}"
 
 
-def stale_summary(tracking_uri: str, experiment_id: str) -> str:
-    """Runs of the experiment that look killed (RUNNING, no heartbeat for a while), if any."""
+def stale_summary(experiment_id: str) -> str:
+    """Runs of the experiment that look killed (RUNNING, no heartbeat for a while), if any.
+
+    Read through the store this process opened at the sweep's start: ``sweep.json`` holds its
+    URI redacted, which would not log in to a server that asks for credentials."""
     from mlflow.tracking import MlflowClient
 
     from emotion_lab.store.reader import stale_runs
 
-    stale = stale_runs(MlflowClient(tracking_uri), experiment_id)
+    stale = stale_runs(MlflowClient(), experiment_id)
     if not stale:
         return ""
     lines = [f"- run {s.run.info.run_id} ({s.run.info.run_name}): {s.describe()}" for s in stale]
@@ -299,7 +302,7 @@ class SweepCallback(Callback):
             )
         summary = f"{table}\n\n{best}\n" if best else f"{table}\n"
         if "experiment_id" in info:
-            summary += stale_summary(info["tracking_uri"], info["experiment_id"])
+            summary += stale_summary(info["experiment_id"])
         if self.parent_run_id is not None:
             end_sweep_run(self.parent_run_id, bool(failed), summary)
             self.parent_run_id = None

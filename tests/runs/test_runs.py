@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -85,7 +86,8 @@ def test_a_killed_sweep_is_alive_then_stale_and_closed_only_on_request(killed: P
     # What a later sweep's summary adds about them.
     client = MlflowClient(tracking_uri(killed))
     experiment_id = client.get_experiment_by_name("emotion_lab").experiment_id
-    summary = stale_summary(tracking_uri(killed), experiment_id)
+    mlflow.set_tracking_uri(tracking_uri(killed))  # as the sweep's start does
+    summary = stale_summary(experiment_id)
     assert summary.startswith("\n2 RUNNING run(s) of this experiment stopped sending heartbeats")
     assert f"- run {job.info.run_id} ({job.info.run_name}): {STALE_HINT}" in summary
 
