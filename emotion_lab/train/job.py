@@ -223,8 +223,16 @@ def _checked_data(cfg: Config, accelerator: Accelerator) -> LabeledSplits:
     """The position limit checked, then the data read, labelled and split: before the store
     is touched and before any weights load."""
     check_max_length(cfg.model)
+    # An error on the main process must not skip the barrier the other processes wait at.
+    error: UserError | None = None
     with accelerator.main_process_first():
-        return load_splits(cfg.data)
+        try:
+            data = load_splits(cfg.data)
+        except UserError as e:
+            error = e
+    if error is not None:
+        raise error
+    return data
 
 
 def prepare(

@@ -200,7 +200,7 @@ def test_sweep_and_compare_print_the_runs_view_of_the_sweep(store: dict):
     """The link opens MLflow's Runs view (not the GenAI view) filtered to this sweep."""
 
     def link(stdout: str) -> str:
-        return next(x for x in stdout.splitlines() if "MLflow UI:" in x).split()[-1]
+        return next(x for x in stdout.splitlines() if x.startswith("Runs ")).split()[-1]
 
     from urllib.parse import parse_qs, urlsplit
 
