@@ -49,14 +49,21 @@ LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 GOALS = {"train": 1.5, "process": 1.3, "eval": 2.0}
 
 
-def _texts(args: argparse.Namespace) -> tuple[list[str], list[int], list[str], list[int]]:
+def _splits(args: argparse.Namespace):
+    """The rows the CLI job trains and evaluates on (its seeded, stratified samples), so that
+    every variant sees the same texts."""
     from emotion_lab.config import DataConfig
-    from emotion_lab.data import load_raw
+    from emotion_lab.data import load_splits
 
-    raw = load_raw(DataConfig(path=args.data))
-    train = raw["train"].select(range(args.samples))
-    val = raw["validation"].select(range(args.eval_samples))
-    test = raw["test"].select(range(args.eval_samples))
+    cfg = DataConfig(
+        path=args.data, max_train_samples=args.samples, max_eval_samples=args.eval_samples
+    )
+    return load_splits(cfg)
+
+
+def _texts(args: argparse.Namespace) -> tuple[list[str], list[int], list[str], list[int]]:
+    splits = _splits(args)
+    train, val, test = splits.train, splits.validation, splits.test
     return (
         list(train["text"]),
         list(train["label"]),
@@ -276,7 +283,6 @@ def matmul_peak(precision: str, device: str, width: int) -> float:
 def training_work(args: argparse.Namespace) -> tuple[int, int, int]:
     """Non-embedding parameters, and the real (non-pad) tokens of the training texts after
     truncation, as the CLI tokenizes them; and the model width."""
-    from emotion_lab.config import DataConfig
     from emotion_lab.data import tokenize_splits
 
     tokenizer, model = _model(args, "sdpa")
@@ -284,8 +290,7 @@ def training_work(args: argparse.Namespace) -> tuple[int, int, int]:
         id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
     }
     params = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
-    data = DataConfig(path=args.data, max_train_samples=args.samples, max_eval_samples=1)
-    tokens = sum(tokenize_splits(data, tokenizer, 128).train_lengths)
+    tokens = sum(tokenize_splits(_splits(args), tokenizer, 128).train_lengths)
     return params, tokens, model.config.hidden_size
 
 

@@ -1,3 +1,4 @@
+from emotion_lab.process import run_command
 from emotion_lab.train.cli import main
 
-main()
+run_command(main)

@@ -1,3 +1,4 @@
 from emotion_lab.compare.cli import main
+from emotion_lab.process import run_command
 
-main()
+run_command(main)

@@ -10,11 +10,13 @@ before any work.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from mlflow.exceptions import MlflowException
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
@@ -37,6 +39,31 @@ RETRY_EVERY_S = 5.0
 RETRY_PROBE_TIMEOUT_S = 2.0
 # A cheap call that needs an authenticated user on a server with basic auth (/health does not).
 _AUTH_PROBE = "/api/2.0/mlflow/experiments/search"
+
+
+# The server did not answer, or broke off its answer: refused, timed out, 5xx after MLflow's
+# retries, or a response cut short (a server killed or restarting mid-reply: IncompleteRead).
+_OUTAGE_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.RetryError,
+    requests.exceptions.ChunkedEncodingError,
+    http.client.IncompleteRead,
+    urllib3.exceptions.ProtocolError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    """The server did not answer in full, as opposed to refusing the request: MLflow wraps the
+    transport's error, so look along the chain."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _OUTAGE_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def is_http(uri: str) -> bool:

@@ -15,17 +15,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-import requests
-from matplotlib.figure import Figure
 from mlflow.entities import Metric, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
@@ -36,6 +33,9 @@ from emotion_lab.redaction import redact, redact_tree
 from emotion_lab.store import names, server
 from emotion_lab.store.connection import store_lock
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 log = logging.getLogger(__name__)
 
 # Writes that a job stopped by an outage could not send, kept beside its checkpoint.
@@ -43,22 +43,6 @@ PENDING_FILE = "pending_writes.json"
 
 # Buffered writes, in order: each is one log_batch call.
 _Batch = tuple[list[Metric], list[RunTag]]
-
-
-def _is_outage(error: BaseException) -> bool:
-    """The server did not answer (refused, timed out, 5xx after MLflow's retries), as opposed to
-    refusing the write: MLflow wraps the requests error, so look along the chain."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(
-            current,
-            requests.ConnectionError | requests.Timeout | requests.exceptions.RetryError,
-        ):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def heartbeat_now() -> str:
@@ -194,7 +178,7 @@ class RunLogger:
             with store_lock():
                 write()
         except Exception as e:
-            if not (server.is_http(self._uri) and _is_outage(e)):
+            if not (server.is_http(self._uri) and server.is_outage(e)):
                 raise
             self._last_try = time.monotonic()
             if self._down_since is None:
@@ -405,13 +389,15 @@ def create_sweep_run(experiment_id: str, sweep_id: str, tags: Mapping[str, str])
     return run.info.run_id
 
 
-def end_sweep_run(run_id: str, failed: bool, summary_md: str) -> None:
-    client = MlflowClient()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / names.SWEEP_SUMMARY_ARTIFACT
-        path.write_text(redact(summary_md))
-        client.log_artifact(run_id, str(path))
-    with store_lock():
-        client.set_terminated(
-            run_id, RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
-        )
+def end_sweep_run(
+    run_id: str,
+    failed: bool,
+    summary_md: str,
+    max_outage_s: float = TrackingConfig.max_outage_s,
+) -> None:
+    """Close a sweep's parent run with its summary; through a server outage as a job's writes
+    go (``RunLogger``): past ``max_outage_s`` it raises ``TrackingOutage`` and the run stays
+    RUNNING, for ``resume=true`` to reopen and close."""
+    logger = RunLogger(run_id, max_outage_s=max_outage_s)
+    logger.text(summary_md, names.SWEEP_SUMMARY_ARTIFACT)
+    logger.end(RunStatus.FAILED if failed else RunStatus.FINISHED, None)

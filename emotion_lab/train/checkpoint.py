@@ -45,6 +45,10 @@ class TrainState:
     epoch_loss: float = 0.0
     epoch_n: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # The kept epoch's validation logits and labels, in the loader's order: its per-example
+    # predictions are logged at the end without another pass over the validation split.
+    best_val_logits: torch.Tensor | None = None
+    best_val_labels: torch.Tensor | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
 import yaml
 from accelerate import Accelerator
@@ -50,7 +49,6 @@ from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, best_epoch_record, fit, predict
 from emotion_lab.train.metrics import evaluate_logits
 from emotion_lab.train.optim import build_optimizer, build_scheduler
-from emotion_lab.train.plots import confusion_matrix_figure
 from emotion_lab.train.predictions import predictions_frame
 from emotion_lab.train.timing import Stopwatch
 
@@ -312,9 +310,8 @@ def test_and_log(
     test_logits, test_labels = predict(accelerator, training.model, test_loader, "test")
     test = evaluate_logits(test_logits, test_labels, label_names)
     test_seconds = time.perf_counter() - start
-    # Validation predictions are recomputed from the kept weights rather than held since their
-    # epoch: the same numbers, and nothing more to carry through a checkpoint and a resume.
-    val_logits, val_labels = predict(accelerator, training.model, training.val_loader, "val")
+    val_logits, val_labels = state.best_val_logits, state.best_val_labels
+    assert val_logits is not None and val_labels is not None
     best = best_epoch_record(state)
     metrics = {
         **test.scalars("test"),
@@ -326,9 +323,14 @@ def test_and_log(
     }
     metrics.pop(names.BEST_PREFIX + "val_samples_per_s", None)
     logger.metrics(metrics, step=state.step)
-    logger.text(test.report, names.REPORT_TXT_ARTIFACT)
-    logger.dict(test.report_dict, names.REPORT_JSON_ARTIFACT)
+    logger.text(test.report(), names.REPORT_TXT_ARTIFACT)
+    logger.dict(test.report(output_dict=True), names.REPORT_JSON_ARTIFACT)
     if accelerator.is_main_process:
+        # Imported here: the figure libraries are not held in memory through training.
+        import matplotlib.pyplot as plt
+
+        from emotion_lab.train.plots import confusion_matrix_figure
+
         fig = confusion_matrix_figure(
             test.confusion,
             label_names,

@@ -52,10 +52,11 @@ def fit(
     while not ckpt.state.finished:
         record = train_epoch(accelerator, t, cfg, log_metrics, ckpt)
         kept = end_epoch(accelerator, t, cfg, log_metrics, ckpt, record) or kept
+        if ckpt.state.finished:
+            # Training is over: the optimizer's moments (twice the weights) are neither written
+            # to the last checkpoint nor kept through testing, where they would set the peak.
+            t.optimizer.state.clear()
         ckpt.save()
-    # Training is over and checkpointed: the optimizer's moments (twice the weights) are not
-    # kept through loading the best weights and testing, where they would set the peak memory.
-    t.optimizer.state.clear()
     state = ckpt.state
     if state.best_epoch == state.epoch - 1:
         return None
@@ -157,7 +158,8 @@ def end_epoch(
     """
     state = ckpt.state
     start = time.perf_counter()
-    val = evaluate(accelerator, t.model, t.val_loader, t.label_names, desc="validation")
+    logits, labels = predict(accelerator, t.model, t.val_loader, "validation")
+    val = evaluate_logits(logits, labels, t.label_names)
     record |= {"val_samples_per_s": val.n / max(time.perf_counter() - start, 1e-9)}
     record |= val.scalars("val")
     state.history.append(record)
@@ -171,6 +173,7 @@ def end_epoch(
     best_weights = None
     if _improved(cfg.monitor, record[cfg.monitor], state.best_score):
         state.best_epoch, state.best_score, state.stale = state.epoch, record[cfg.monitor], 0
+        state.best_val_logits, state.best_val_labels = logits, labels
         weights = accelerator.unwrap_model(t.model).state_dict()
         if ckpt.enabled:
             ckpt.save_best(weights)

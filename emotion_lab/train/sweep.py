@@ -12,6 +12,7 @@ it was interrupted. The new output dir's ``sweep.json`` names that sweep id.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -138,8 +139,14 @@ def stale_summary(experiment_id: str) -> str:
     from mlflow.tracking import MlflowClient
 
     from emotion_lab.store.reader import stale_runs
+    from emotion_lab.store.server import is_outage
 
-    stale = stale_runs(MlflowClient(), experiment_id)
+    try:
+        stale = stale_runs(MlflowClient(), experiment_id)
+    except Exception as e:
+        if not is_outage(e):
+            raise
+        return "\nStale runs were not checked: the MLflow server did not answer.\n"
     if not stale:
         return ""
     lines = [f"- run {s.run.info.run_id} ({s.run.info.run_name}): {s.describe()}" for s in stale]
@@ -202,6 +209,7 @@ class SweepCallback(Callback):
     and prints a summary after; redacts the configs Hydra saves for each job."""
 
     parent_run_id: str | None = None
+    max_outage_s: float | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from emotion_lab.config import TrackingConfig
@@ -242,6 +250,7 @@ class SweepCallback(Callback):
         info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
         _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
         self.parent_run_id = info["parent_run_id"]
+        self.max_outage_s = tracking_cfg.max_outage_s
         atexit.register(self._close_abandoned, sweep_dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -269,19 +278,25 @@ class SweepCallback(Callback):
         """Hydra skips on_multirun_end when the process exits mid-sweep (a cluster job killed at
         its time limit, a search where no trial finished, a distributed sweep stopped at a failed
         job): don't leave the parent running."""
-        from emotion_lab.store.writer import end_sweep_run
-
         if self.parent_run_id is None:
             return
         table = summary_table(collect_results(sweep_dir))
         note = "The sweep stopped before its end: see the error it printed."
-        end_sweep_run(self.parent_run_id, True, f"{note}\n\n{table}\n")
-        self.parent_run_id = None
+        with contextlib.suppress(UserError):  # the error already printed is the one that counts
+            self._close_parent(True, f"{note}\n\n{table}\n")
+
+    def _close_parent(self, failed: bool, summary: str) -> None:
+        """Close the parent run, waiting out a server outage as jobs do; past the limit it stays
+        RUNNING (``TrackingOutage``) and ``resume=true`` on the same command closes it."""
+        from emotion_lab.store.writer import end_sweep_run
+
+        assert self.parent_run_id is not None and self.max_outage_s is not None
+        run_id, self.parent_run_id = self.parent_run_id, None
+        end_sweep_run(run_id, failed, summary, self.max_outage_s)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from emotion_lab.store.connection import ui_address
         from emotion_lab.store.names import sweep_runs_url
-        from emotion_lab.store.writer import end_sweep_run
 
         if not is_main_launch_process():
             return
@@ -304,8 +319,11 @@ class SweepCallback(Callback):
         if "experiment_id" in info:
             summary += stale_summary(info["experiment_id"])
         if self.parent_run_id is not None:
-            end_sweep_run(self.parent_run_id, bool(failed), summary)
-            self.parent_run_id = None
+            try:
+                self._close_parent(bool(failed), summary)
+            except UserError as e:
+                report_error(e, bool(config.get("debug", False)))
+                sys.exit(1)
         fault_point("sweep_end")
         link = ""
         if "experiment_id" in info:

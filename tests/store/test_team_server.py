@@ -5,20 +5,25 @@ the server stopped and started again (same port, same store) under a running job
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from emotion_lab.errors import TrackingError
+from emotion_lab.errors import TrackingError, TrackingOutage
 from emotion_lab.store import names, server
+from emotion_lab.store.writer import RunLogger, end_sweep_run
 from tests.conftest import SMALL_DATA, free_port, run_cli
 
 TINY = ["model=tiny_gpt2", "init=scratch", "trainer.mixed_precision=no", *SMALL_DATA]
@@ -125,6 +130,56 @@ def team_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
             srv.stop()
 
 
+class CutShortProxy:
+    """A TCP proxy in front of the server that breaks off its first ``cut`` replies after the
+    headers and one byte of the body, as a server killed or restarting mid-reply does; later
+    connections pass through untouched."""
+
+    def __init__(self, upstream_port: int, cut: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.to_cut = cut
+        self.cut = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self.upstream)
+        with self.lock:
+            cut = self.cut < self.to_cut
+            self.cut += cut
+        threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+        if not cut:
+            self._pipe(upstream, client)
+            return
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply) <= reply.index(b"\r\n\r\n") + 5:
+            reply += upstream.recv(65536)
+        client.sendall(reply[: reply.index(b"\r\n\r\n") + 5])  # headers, one body byte
+        for end in (client, upstream):
+            end.close()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def _job_runs(uri: str, experiment: str = "emotion_lab") -> list:
     with credentials(*ADMIN):
         client = MlflowClient(uri)
@@ -156,6 +211,52 @@ def test_missing_credentials_are_named(team_server: AuthServer, monkeypatch):
         f"tracking.uri={team_server.uri}: the MLflow server asks for credentials (HTTP 401). Set "
         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on that server."
     )
+
+
+def test_a_reply_cut_short_mid_restart_is_waited_out_not_fatal(
+    team_server: AuthServer, monkeypatch, caplog
+):
+    """A sweep's parent run is closed through a server whose first reply (the run lookup before
+    the summary upload) breaks off: the write waits for the server and goes through."""
+    monkeypatch.setenv(USER_ENV[0], USER[0])
+    monkeypatch.setenv(USER_ENV[1], USER[1])
+    client = MlflowClient(team_server.uri)
+    experiment = client.create_experiment("cut-short")
+    run_id = client.create_run(experiment).info.run_id
+    proxy = CutShortProxy(team_server.port, cut=1)
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
+    mlflow.set_tracking_uri(proxy.uri)
+    try:
+        with caplog.at_level(logging.WARNING, logger="emotion_lab.store.writer"):
+            end_sweep_run(run_id, failed=False, summary_md="| job | ok |", max_outage_s=60)
+    finally:
+        proxy.close()
+    assert proxy.cut == 1
+    assert "does not answer" in caplog.text and "answers again after" in caplog.text
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run_id)] == [names.SWEEP_SUMMARY_ARTIFACT]
+
+
+def test_a_server_that_cuts_replies_short_past_the_limit_stops_the_write(
+    team_server: AuthServer, monkeypatch
+):
+    """Past ``max_outage_s`` a cut-short server stops the write with the outage's one line."""
+    monkeypatch.setenv(USER_ENV[0], USER[0])
+    monkeypatch.setenv(USER_ENV[1], USER[1])
+    client = MlflowClient(team_server.uri)
+    experiment = client.create_experiment("cut-short-for-good")
+    run_id = client.create_run(experiment).info.run_id
+    proxy = CutShortProxy(team_server.port, cut=1000)
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
+    mlflow.set_tracking_uri(proxy.uri)
+    logger = RunLogger(run_id, max_outage_s=0.5)
+    try:
+        with pytest.raises(TrackingOutage, match="has not answered for"):
+            logger.text("text", "note.txt")
+    finally:
+        proxy.close()
+    assert client.get_run(run_id).info.status == "RUNNING"
 
 
 @pytest.mark.slow

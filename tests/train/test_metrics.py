@@ -29,10 +29,27 @@ def test_macro_f1_weights_classes_equally():
     # F1(common) = 2*0.8*1/(1.8) = 0.888..., F1(rare) = 0
     assert np.isclose(result.macro_f1, (2 * 0.8 / 1.8) / 2)
     assert result.confusion.tolist() == [[4, 0], [1, 0]]
-    assert "rare" in result.report
+    assert "rare" in result.report()
 
 
 def test_absent_class_still_in_confusion_matrix():
     labels = torch.tensor([0, 1])
     result = evaluate_logits(_logits_for([0, 1], 3), labels, ["a", "b", "c"])
     assert result.confusion.shape == (3, 3)
+
+
+def test_macro_f1_is_scikit_learns_on_many_labelings():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for classes in (2, 3, 6):
+        for n in (1, 5, 40):
+            true = rng.integers(0, classes, n)
+            pred = rng.integers(0, classes, n)
+            logits = torch.nn.functional.one_hot(torch.tensor(pred), classes).float()
+            result = evaluate_logits(logits, torch.tensor(true), [str(c) for c in range(classes)])
+            expected = f1_score(
+                true, pred, labels=list(range(classes)), average="macro", zero_division=0
+            )
+            assert np.isclose(result.macro_f1, expected, rtol=0, atol=1e-12)
+            assert result.report(output_dict=True)["macro avg"]["f1-score"] == expected
