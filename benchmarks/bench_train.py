@@ -106,12 +106,13 @@ def notebook(args: argparse.Namespace) -> dict[str, float]:
             yield enc, torch.tensor(ys[i : i + args.batch_size], device=device)
 
     start = time.perf_counter()
-    for enc, y in batches(texts, labels):
-        out = model(**enc, labels=y, output_attentions=True)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad()
-        _ = out.loss.item()
+    for _epoch in range(args.epochs):
+        for enc, y in batches(texts, labels):
+            out = model(**enc, labels=y, output_attentions=True)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            _ = out.loss.item()
     train_s = time.perf_counter() - start
     model.eval()
     start = time.perf_counter()
@@ -119,8 +120,15 @@ def notebook(args: argparse.Namespace) -> dict[str, float]:
         for enc, _y in batches(val_texts, val_labels):
             model(**enc, output_attentions=True).logits.argmax(-1).tolist()
     eval_s = time.perf_counter() - start
-    # The notebook evaluates the validation split only: its compute is train + validation.
-    return {"train_s": train_s, "eval_s": eval_s, "compute_s": train_s + eval_s, **_cuda_peak(args)}
+    # The notebook evaluates the validation split once, at the end: its compute is train +
+    # validation.
+    return {
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "eval_passes": 1,
+        "compute_s": train_s + eval_s,
+        **_cuda_peak(args),
+    }
 
 
 def trainer(args: argparse.Namespace) -> dict[str, float]:
@@ -143,7 +151,7 @@ def trainer(args: argparse.Namespace) -> dict[str, float]:
             output_dir=out,
             per_device_train_batch_size=args.batch_size,
             per_device_eval_batch_size=128,
-            num_train_epochs=1,
+            num_train_epochs=args.epochs,
             learning_rate=5e-5,
             bf16=bf16,
             train_sampling_strategy="group_by_length",
@@ -172,6 +180,7 @@ def trainer(args: argparse.Namespace) -> dict[str, float]:
     return {
         "train_s": train_s,
         "eval_s": eval_s,
+        "eval_passes": 1,  # the validation split once, at the end
         "compute_s": train_s + eval_s + test_s,
         **_cuda_peak(args),
     }
@@ -217,7 +226,7 @@ def _cli_overrides(args: argparse.Namespace) -> list[str]:
         "init=scratch",
         f"data.max_train_samples={args.samples}",
         f"data.max_eval_samples={args.eval_samples}",
-        "trainer.epochs=1",
+        f"trainer.epochs={args.epochs}",
         f"trainer.batch_size={args.batch_size}",
         "trainer.eval_batch_size=128",
         "tracking.log_model=false",
@@ -238,6 +247,7 @@ def run_variant(name: str, args: argparse.Namespace, argv: list[str]) -> dict[st
         (m,) = found["jobs"]
         train_s, val_s, test_s = _job_compute(m)
         r = {"train_s": train_s, "eval_s": val_s, "compute_s": train_s + val_s + test_s}
+        r["eval_passes"] = len(m["val_samples_per_s"])  # the validation split, every epoch
         peak = m["peak_memory_mb"] if args.gpu else done.peak_mb
     else:
         cmd = [sys.executable, __file__, *argv, "--variant", name]
@@ -247,8 +257,8 @@ def run_variant(name: str, args: argparse.Namespace, argv: list[str]) -> dict[st
         r = json.loads(done.stdout.strip().splitlines()[-1])
         peak = r.pop("cuda_peak_mb") if args.gpu else done.peak_mb
     return {
-        "train": args.samples / r["train_s"],
-        "eval": args.eval_samples / r["eval_s"],
+        "train": args.samples * args.epochs / r["train_s"],
+        "eval": args.eval_samples * r["eval_passes"] / r["eval_s"],
         "train_s": r["train_s"],
         "process": done.seconds,
         "overhead": done.seconds - r["compute_s"],
@@ -328,17 +338,23 @@ def overhead(args: argparse.Namespace) -> tuple[list[tuple[str, float]], float]:
 
 
 def sweep(args: argparse.Namespace) -> str:
-    """A seed sweep of the main job in one process: how much of its wall time is training."""
+    """A seed sweep of the main job in one process: how much of its wall time is training, the
+    overhead each job adds, and what the process pays once."""
+    from emotion_lab.store import names
+
     seeds = ",".join(str(s) for s in range(1, args.sweep_jobs + 1))
     found, done = cli_job(args.data, [*_cli_overrides(args), f"seed={seeds}"], sweep=True)
-    train = sum(m["train_seconds"] for m in found["jobs"])
-    compute = sum(sum(_job_compute(m)) for m in found["jobs"])
-    per_job = (done.seconds - compute) / len(found["jobs"])
+    jobs = found["jobs"]
+    train = sum(m["train_seconds"] for m in jobs)
+    compute = sum(sum(_job_compute(m)) for m in jobs)
+    in_jobs = sum(m[names.phase_metric(p)] for m in jobs for p in names.PHASES)
     return (
-        f"{len(found['jobs'])}-job seed sweep (`-m seed={seeds}`): {done.seconds:.0f} s start to "
-        f"exit, {100 * train / done.seconds:.0f}% of it training, "
-        f"{100 * compute / done.seconds:.0f}% training and evaluation; "
-        f"overhead {per_job:.1f} s per job"
+        f"{len(jobs)}-job seed sweep (`-m seed={seeds}`): {done.seconds:.0f} s start to exit, "
+        f"{100 * train / done.seconds:.0f}% of it training, "
+        f"{100 * compute / done.seconds:.0f}% training and evaluation. Overhead per job "
+        f"(MLflow run, data from the cache, model, checkpoints, final logging): "
+        f"{(in_jobs - compute) / len(jobs):.1f} s; once per sweep (interpreter, imports, Hydra, "
+        f"the sweep's parent run and summary, exit): {done.seconds - in_jobs:.1f} s"
     )
 
 
@@ -378,6 +394,7 @@ def arguments(description: str, eval_samples: int) -> argparse.ArgumentParser:
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0], eval_samples=1000)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs per variant")
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs of every variant")
     parser.add_argument("--sweep-jobs", type=int, default=0, help="also time a seed sweep")
     parser.add_argument("--variant", choices=["a_notebook", "b_trainer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -401,8 +418,8 @@ def main() -> None:
     peak = max(peaks)
     phases, tiny_overhead = overhead(args)
 
-    flop = 6 * params * tokens
-    ceiling = peak / (flop / args.samples)  # samples/s at 100% of the matmul peak
+    flop = 6 * params * tokens * args.epochs
+    ceiling = peak / (flop / (args.samples * args.epochs))  # samples/s at 100% of the peak
     if args.gpu:
         machine, flags = torch.cuda.get_device_name(), "CUDA"
     else:
@@ -412,7 +429,7 @@ def main() -> None:
         f"\n{date} · {machine} · {flags} · {os.cpu_count()} cores · precision {precision} · "
         f"torch {torch.__version__}\n"
         f"{args.model} from scratch, {args.samples} training texts ({tokens} real tokens), "
-        f"batch {args.batch_size}, 1 epoch; {args.eval_samples} validation and "
+        f"batch {args.batch_size}, {args.epochs} epoch(s); {args.eval_samples} validation and "
         f"{args.eval_samples} test texts; medians of {args.repeats} alternating runs "
         "(range in brackets)\n"
         f"Matmul peak in {precision}: {peak / 1e9:.0f} GFLOP/s (measured before and after: "

@@ -108,6 +108,21 @@ def test_sampler_yields_every_index_once_per_epoch_and_reshuffles():
     assert epoch1 != list(sampler)
 
 
+def test_the_batch_with_the_longest_text_comes_first_in_every_epoch():
+    lengths = [(i * 37) % 50 + 1 for i in range(1000)]
+    lengths[613] = 99  # one text longer than all the others
+    for factor in (1, 4):
+        sampler = LengthGroupedBatchSampler(lengths, batch_size=32, seed=1, group_factor=factor)
+        firsts = []
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+            assert 613 in batches[0]
+            assert sorted(i for b in batches for i in b) == list(range(1000))
+            firsts.append(batches[0])
+        assert firsts[0] != firsts[1]  # still shuffled around it
+
+
 def test_missing_local_path_is_a_clear_error():
     with pytest.raises(DataError, match="data.path=/no/such/dir: no such file or directory"):
         load_raw(DataConfig(path="/no/such/dir"))

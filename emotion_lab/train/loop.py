@@ -170,15 +170,10 @@ def end_epoch(
             f"val_loss {val.loss:.4f}  val_accuracy {val.accuracy:.4f}  "
             f"val_macro_f1 {val.macro_f1:.4f}  ({record['train_samples_per_s']:.0f} samples/s)"
         )
-    best_weights = None
-    if _improved(cfg.monitor, record[cfg.monitor], state.best_score):
+    improved = _improved(cfg.monitor, record[cfg.monitor], state.best_score)
+    if improved:
         state.best_epoch, state.best_score, state.stale = state.epoch, record[cfg.monitor], 0
         state.best_val_logits, state.best_val_labels = logits, labels
-        weights = accelerator.unwrap_model(t.model).state_dict()
-        if ckpt.enabled:
-            ckpt.save_best(weights)
-        else:
-            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
     else:
         state.stale += 1
     state.epoch, state.batches_done = state.epoch + 1, 0
@@ -187,7 +182,14 @@ def end_epoch(
         state.finished = True
         if accelerator.is_local_main_process and state.epoch <= cfg.epochs:
             tqdm.write(f"early stopping: no {cfg.monitor} gain in {state.stale} epochs")
-    return best_weights
+    # The last epoch's weights, if the best, stay in the model and its last checkpoint.
+    if not improved or state.finished:
+        return None
+    weights = accelerator.unwrap_model(t.model).state_dict()
+    if ckpt.enabled:
+        ckpt.save_best(weights)
+        return None
+    return {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
 
 
 def best_epoch_record(state: TrainState) -> dict[str, float]:
