@@ -44,6 +44,8 @@ class ModelConfig:
     """Truncation length in tokens; batches are padded to their own longest text, not to this."""
     attn_implementation: str = "sdpa"
     """sdpa (fused kernels, for training) or eager (materialises the attention weights)."""
+    fused_gelu: bool = True
+    """GPT-2's tanh GELU (gelu_new) as one fused kernel: the same function, rounded once."""
 
     @property
     def tokenizer_name(self) -> str:

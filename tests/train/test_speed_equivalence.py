@@ -1,9 +1,11 @@
-"""The speed options change no results beyond numeric tolerance: SDPA vs eager attention,
-fused vs foreach vs for-loop optimizers, and length-grouped vs plainly shuffled batches."""
+"""The speed options change no results beyond numeric tolerance: SDPA vs eager attention, the
+fused GELU, fused vs foreach vs for-loop optimizers, and length-grouped vs plainly shuffled
+batches."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import weakref
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from emotion_lab.config import DataConfig, Init, ModelConfig, OptimizerConfig
 from emotion_lab.data import load_raw
-from emotion_lab.modeling import build_model, load_tokenizer
+from emotion_lab.modeling import build_config, build_model, load_tokenizer
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.optim import build_optimizer
 from tests.conftest import EMOTION, SMALL_DATA, run_cli, sweep_runs, tracking_uri
@@ -60,6 +62,39 @@ def test_sdpa_and_eager_give_the_same_predictions_and_gradients(cfg, init, tweet
     assert sdpa_grads.keys() == eager_grads.keys()
     for name in sdpa_grads:
         torch.testing.assert_close(sdpa_grads[name], eager_grads[name], atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_fused_gelu_gives_gpt2_the_same_predictions_and_gradients(precision, tweets):
+    texts, labels = tweets
+    tok = load_tokenizer(TINY.tokenizer_name)
+    batch = tok(texts, padding=True, return_tensors="pt")
+    outputs = []
+    for fused in (True, False):
+        cfg = dataclasses.replace(TINY, fused_gelu=fused)
+        torch.manual_seed(0)
+        model = build_model(cfg, Init.scratch, LABELS, tok).eval()
+        assert model.config.activation_function == ("gelu_pytorch_tanh" if fused else "gelu_new")
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            out = model(**batch, labels=labels)
+        out.loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        outputs.append((out.logits.detach().float(), grads))
+    (fused_logits, fused_grads), (plain_logits, plain_grads) = outputs
+    # fp32: the two differ by float rounding only. bf16: the five-op version rounds each of its
+    # intermediates to bf16 (8 bits of mantissa), the fused kernel only its result.
+    atol = 1e-5 if precision == "fp32" else 5e-2
+    torch.testing.assert_close(fused_logits, plain_logits, atol=atol, rtol=1e-3)
+    if precision == "fp32":
+        assert torch.equal(fused_logits.argmax(-1), plain_logits.argmax(-1))
+        for name in fused_grads:
+            torch.testing.assert_close(fused_grads[name], plain_grads[name], atol=1e-5, rtol=1e-3)
+
+
+def test_the_fused_gelu_leaves_other_activations_alone():
+    tok = load_tokenizer(MINILM.tokenizer_name)
+    config = build_config(MINILM, LABELS, tok)
+    assert config.hidden_act == "gelu" and getattr(config, "activation_function", None) is None
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
