@@ -18,6 +18,7 @@ VARIANTS: dict[str, list[str]] = {
     "defaults": [],
     "fp32": ["trainer.mixed_precision=no"],
     "eager attention": ["model.attn_implementation=eager"],
+    "five-op GELU": ["model.fused_gelu=false"],
     "no length grouping": ["trainer.group_by_length=false"],
     "mega-batches of 50 batches": ["trainer.length_group_factor=50"],
     "foreach optimizer": ["optimizer.implementation=foreach"],
@@ -49,7 +50,8 @@ def main() -> None:
             continue
         (history,) = cli_job(args.data, base + overrides)[0]["jobs"]
         train, evals = history["train_samples_per_s"], history["val_samples_per_s"]
-        rows.append((name, train[0], train[1], evals[1], history["epoch_train_loss"][1]))
+        loss, peak = history["epoch_train_loss"][1], history["peak_memory_mb"]
+        rows.append((name, train[0], train[1], evals[1], loss, peak))
         print(f"{name}: {rows[-1][1:]}", file=sys.stderr, flush=True)
     where = "GPU" if args.gpu else f"CPU ({os.cpu_count()} cores)"
     print(
@@ -58,14 +60,14 @@ def main() -> None:
     )
     print(
         "| variant | train samples/s, epoch 1 | train samples/s, epoch 2 | vs defaults "
-        "| eval samples/s | epoch-2 train loss |"
+        "| eval samples/s | epoch-2 train loss | peak memory MB |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     ref = rows[0][2]
-    for name, t1, t2, ev, loss in rows:
+    for name, t1, t2, ev, loss, peak in rows:
         flipped = " ".join(VARIANTS[name]) or "-"
         print(f"| {name} (`{flipped}`) | {t1:.1f} | {t2:.1f} | {t2 / ref:.2f}x ", end="")
-        print(f"| {ev:.1f} | {loss:.4f} |")
+        print(f"| {ev:.1f} | {loss:.4f} | {peak:.0f} |")
 
 
 if __name__ == "__main__":

@@ -73,10 +73,12 @@ def _texts(args: argparse.Namespace) -> tuple[list[str], list[int], list[str], l
 
 
 def _model(args: argparse.Namespace, attn: str):
+    """The model as the hub's config defines it, for (a) and (b): emotion_lab's own speed
+    options (``model.fused_gelu``) are (c)'s to show."""
     from emotion_lab.config import Init, ModelConfig
     from emotion_lab.modeling import build_model, load_tokenizer
 
-    cfg = ModelConfig(name_or_path=args.model)
+    cfg = ModelConfig(name_or_path=args.model, fused_gelu=False)
     tokenizer = load_tokenizer(cfg.tokenizer_name)
     torch.manual_seed(0)
     return tokenizer, build_model(cfg, Init.scratch, LABELS, tokenizer, attn_implementation=attn)

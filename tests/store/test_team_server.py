@@ -222,52 +222,51 @@ def test_missing_credentials_are_named(team_server: AuthServer, monkeypatch):
     )
 
 
-def test_a_reply_cut_short_mid_restart_is_waited_out_not_fatal(
-    team_server: AuthServer, monkeypatch, caplog
-):
-    """A sweep's parent run is closed through a server whose first reply (the run lookup before
-    the summary upload) breaks off: the write waits for the server and goes through."""
+@pytest.fixture
+def behind_cut_short_proxy(team_server: AuthServer, monkeypatch) -> Iterator[CutShortProxy]:
+    """Alice's credentials, and this process's tracking URI pointing at a proxy in front of
+    the team server that cuts its first reply short (``proxy.to_cut`` may raise that)."""
     monkeypatch.setenv(USER_ENV[0], USER[0])
     monkeypatch.setenv(USER_ENV[1], USER[1])
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")  # a reply that hangs fails the test
-    client = MlflowClient(team_server.uri)
-    experiment = client.create_experiment("cut-short")
-    run_id = client.create_run(experiment).info.run_id
     proxy = CutShortProxy(team_server.port, cut=1)
     monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
     mlflow.set_tracking_uri(proxy.uri)
     try:
-        with caplog.at_level(logging.WARNING, logger="emotion_lab.store.writer"):
-            end_sweep_run(run_id, failed=False, summary_md="| job | ok |", max_outage_s=60)
+        yield proxy
     finally:
         proxy.close()
-    assert proxy.cut == 1
+
+
+def _new_run(uri: str, experiment: str) -> str:
+    client = MlflowClient(uri)
+    return client.create_run(client.create_experiment(experiment)).info.run_id
+
+
+def test_a_reply_cut_short_mid_restart_is_waited_out_not_fatal(
+    team_server: AuthServer, behind_cut_short_proxy: CutShortProxy, caplog
+):
+    """A sweep's parent run is closed through a server whose first reply (the run lookup before
+    the summary upload) breaks off: the write waits for the server and goes through."""
+    run_id = _new_run(team_server.uri, "cut-short")
+    with caplog.at_level(logging.WARNING, logger="emotion_lab.store.writer"):
+        end_sweep_run(run_id, failed=False, summary_md="| job | ok |", max_outage_s=60)
+    assert behind_cut_short_proxy.cut == 1
     assert "does not answer" in caplog.text and "answers again after" in caplog.text
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
+    client = MlflowClient(team_server.uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(run_id)] == [names.SWEEP_SUMMARY_ARTIFACT]
 
 
 def test_a_server_that_cuts_replies_short_past_the_limit_stops_the_write(
-    team_server: AuthServer, monkeypatch
+    team_server: AuthServer, behind_cut_short_proxy: CutShortProxy
 ):
     """Past ``max_outage_s`` a cut-short server stops the write with the outage's one line."""
-    monkeypatch.setenv(USER_ENV[0], USER[0])
-    monkeypatch.setenv(USER_ENV[1], USER[1])
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    client = MlflowClient(team_server.uri)
-    experiment = client.create_experiment("cut-short-for-good")
-    run_id = client.create_run(experiment).info.run_id
-    proxy = CutShortProxy(team_server.port, cut=1000)
-    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
-    mlflow.set_tracking_uri(proxy.uri)
-    logger = RunLogger(run_id, max_outage_s=0.5)
-    try:
-        with pytest.raises(TrackingOutage, match="has not answered for"):
-            logger.text("text", "note.txt")
-    finally:
-        proxy.close()
-    assert client.get_run(run_id).info.status == "RUNNING"
+    run_id = _new_run(team_server.uri, "cut-short-for-good")
+    behind_cut_short_proxy.to_cut = 1000
+    with pytest.raises(TrackingOutage, match="has not answered for"):
+        RunLogger(run_id, max_outage_s=0.5).text("text", "note.txt")
+    assert MlflowClient(team_server.uri).get_run(run_id).info.status == "RUNNING"
 
 
 @pytest.mark.slow

@@ -1,0 +1,82 @@
+"""Where a training step's time goes: the CLI's own model, loader, optimizer and precision,
+profiled by torch.profiler over a few steps after a warm-up; prints the share of the matrix
+products and of everything else.
+
+    HF_HUB_CACHE=$PWD/../shared/hf-hub HF_HUB_OFFLINE=1 \\
+        python benchmarks/profile_step.py --data ../shared/data/emotion
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from accelerate import Accelerator
+from bench_train import arguments
+from torch.profiler import ProfilerActivity, profile
+
+from emotion_lab.config import DataConfig, Init, ModelConfig, OptimizerConfig, TrainerConfig
+from emotion_lab.data import load_splits, make_loaders, tokenize_splits
+from emotion_lab.modeling import build_model, load_tokenizer
+from emotion_lab.train.embedding_grad import reuse_embedding_grad
+from emotion_lab.train.job import resolve_precision
+from emotion_lab.train.optim import build_optimizer
+
+MATMUL = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+)
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0], eval_samples=32)
+    parser.add_argument("--steps", type=int, default=8, help="profiled steps, after 3 warm-up")
+    args = parser.parse_args()
+    model_cfg = ModelConfig(name_or_path=args.model)
+    trainer = TrainerConfig(cpu=True, batch_size=args.batch_size)
+    tokenizer = load_tokenizer(model_cfg.tokenizer_name)
+    data = DataConfig(path=args.data, max_train_samples=args.samples, max_eval_samples=32)
+    splits = tokenize_splits(load_splits(data), tokenizer, model_cfg.max_length)
+    torch.manual_seed(0)
+    model = build_model(model_cfg, Init.scratch, splits.label_names, tokenizer)
+    reuse_embedding_grad(model)
+    optimizer = build_optimizer(model, OptimizerConfig(), 5e-5)
+    loader, *_ = make_loaders(splits, tokenizer, trainer, data, 0)
+    precision = resolve_precision(trainer)
+    accelerator = Accelerator(mixed_precision=precision, cpu=True)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model.train()
+    batches = list(loader)[: 3 + args.steps]
+
+    def step(batch: dict) -> None:
+        accelerator.backward(model(**batch).loss)
+        accelerator.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for batch in batches[:3]:
+        step(batch)
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in batches[3:]:
+            step(batch)
+    seconds = time.perf_counter() - start
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in rows)
+    matmul = sum(e.self_cpu_time_total for e in rows if e.key in MATMUL)
+    n = len(batches) - 3
+    print(
+        f"{args.model}, batch {args.batch_size}, precision {precision}: {n} steps, "
+        f"{1000 * seconds / n:.0f} ms a step (profiled)\n"
+    )
+    print("| op | ms a step | share |\n|---|---|---|")
+    for e in rows[:12]:
+        ms, share = e.self_cpu_time_total / 1000 / n, e.self_cpu_time_total / total
+        print(f"| {e.key} | {ms:.1f} | {share:.1%} |")
+    print(f"\nMatrix products ({', '.join(MATMUL)}): {matmul / total:.0%} of the step")
+
+
+if __name__ == "__main__":
+    main()
