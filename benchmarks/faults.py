@@ -257,7 +257,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
-        sweep = sweep_args(args.data)
+        # The sweeps run in scratch folders: a local dataset path is made absolute first.
+        data = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data
+        sweep = sweep_args(data)
         reference, counts = reference_sweep(sweep, workdir / "reference")
         faults = plan(counts, args.points, args.seed)
         print(f"Fault points per phase in the reference sweep: {counts}")
