@@ -328,8 +328,7 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
     again mid-training, trains on while it restarts, and sends what it buffered."""
     monkeypatch.setenv(USER_ENV[0], USER[0])
     monkeypatch.setenv(USER_ENV[1], USER[1])
-    # Long enough that the resumed job is still training when its server is stopped.
-    steps_per_epoch, epochs = 50, 3
+    steps_per_epoch, epochs = 100, 3
     args = [
         f"tracking.uri={team_server.uri}",
         "tracking.experiment=outage",
@@ -392,9 +391,14 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
     # 2. resume=true continues the run; the server goes away mid-training and comes back.
     job = start_job("resume=true")
     wait_for_step(job, before + 1)
+    # Held mid-training while its server goes away, so that it trains on during the outage
+    # however fast it runs.
+    job.send_signal(signal.SIGSTOP)
+    assert logged_steps()[-1] <= steps_per_epoch * epochs - 10, "the job ran to its end first"
     team_server.stop()
     down = time.time()
-    time.sleep(8)  # long enough for steps to be measured while it is down, even on busy cores
+    job.send_signal(signal.SIGCONT)
+    time.sleep(8)
     team_server.start()
     up = time.time()
     out, err = job.communicate(timeout=300)

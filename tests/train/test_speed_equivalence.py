@@ -139,9 +139,11 @@ def _epoch_history(cwd: Path) -> dict[str, list[float]]:
 def test_length_grouping_keeps_the_loss_curve(tmp_path):
     """Grouped batches hold other texts, so the curves match within sampling noise, not exactly.
 
-    The tolerance is the spread between two seeds of plain shuffling (measured up to 7% on
-    these settings). Sorting whole mega-batches of 50 batches (Trainer's group_by_length)
-    measured outside it on 800 texts (train loss 1.34 vs 0.99 after 3 epochs): the reason
+    The tolerances are the spread between seeds of plain shuffling on these settings (seeds 42,
+    1 and 2, measured 2026-11-26): validation loss up to 7.5% apart in an epoch (1.257 vs
+    1.352), training loss up to 20% (0.723 vs 0.865 in epoch 3, where the model starts to fit
+    its 2000 texts). Sorting whole mega-batches of 50 batches (Trainer's group_by_length)
+    measured outside them on 800 texts (train loss 1.34 vs 0.99 after 3 epochs): the reason
     the default trainer.length_group_factor is 16.
     """
     curves = {}
@@ -165,12 +167,12 @@ def test_length_grouping_keeps_the_loss_curve(tmp_path):
         r = run_cli(args, cwd)
         assert r.returncode == 0, r.stderr[-2000:]
         curves[grouped] = _epoch_history(cwd)
-    for key in ("epoch_train_loss", "val_loss"):
+    for key, spread in (("epoch_train_loss", 0.20), ("val_loss", 0.08)):
         grouped, shuffled = curves[True][key], curves[False][key]
         assert len(grouped) == len(shuffled) == 3
         assert grouped[-1] < grouped[0], f"{key} must fall while training: {grouped}"
         for g, s in zip(grouped, shuffled, strict=True):
-            assert g == pytest.approx(s, rel=0.08), (
+            assert g == pytest.approx(s, rel=spread), (
                 f"{key}: grouped {grouped} vs shuffled {shuffled}"
             )
 
