@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from emotion_lab.process import high_water_rss_kb
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -25,19 +27,6 @@ class Finished(subprocess.CompletedProcess):
         super().__init__(args, returncode, stdout, stderr)
         self.seconds = seconds
         self.peak_mb = kb / 1024
-
-
-def _peak_rss_kb(pid: int) -> int:
-    """The process's high-water RSS (VmHWM). Not ``ru_maxrss``: that one starts from the RSS of
-    the process it was spawned from, so a child of a large parent would report the parent's."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def run_process(
@@ -62,7 +51,7 @@ def run_process(
             # Signals go by pid: until waitpid below reaps the child, its pid cannot be reused.
             kill_at = None
             while not reaped.wait(0.02):
-                peak_kb[0] = max(peak_kb[0], _peak_rss_kb(proc.pid))
+                peak_kb[0] = max(peak_kb[0], high_water_rss_kb(proc.pid) or 0)
                 now = time.perf_counter()
                 if not timed_out.is_set() and now - start > timeout:
                     timed_out.set()

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from emotion_lab.compare import stats
 from emotion_lab.compare.config import CompareConfig
 from emotion_lab.compare.groups import Group
+from emotion_lab.confusion import confusion, per_class_f1
 from emotion_lab.errors import ConfigError, TrackingError
 from emotion_lab.store import names
 from emotion_lab.store.names import SEED_PARAM
@@ -219,8 +220,8 @@ class Comparison:
 
     def per_class_f1(self) -> pd.DataFrame:
         """Per-class test F1 of each side (mean over its runs), side by side."""
-        f1_a = stats.per_class_f1(self.a.confusions).mean(axis=0)
-        f1_b = stats.per_class_f1(self.b.confusions).mean(axis=0)
+        f1_a = per_class_f1(self.a.confusions).mean(axis=0)
+        f1_b = per_class_f1(self.b.confusions).mean(axis=0)
         support = np.bincount(self.true, minlength=len(self.label_names))
         return pd.DataFrame(
             {
@@ -270,7 +271,7 @@ def _side(choice: Choice, frames: dict[str, pd.DataFrame], k: int) -> Side:
         [r.info.run_id for r in runs],
         pred,
         np.stack([p[prob_columns].to_numpy(float) for p in parts]),
-        np.stack([stats.confusion(true, row, k) for row in pred]),
+        np.stack([confusion(true, row, k) for row in pred]),
     )
 
 

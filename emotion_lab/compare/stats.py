@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
+from emotion_lab.confusion import accuracy, confusion, macro_f1
+
 # Elements of a (resamples x examples) block held at once: bounds memory to a few tens of MB.
 _BLOCK_ELEMENTS = 2_000_000
 
@@ -40,31 +42,6 @@ def draw_examples(rng: np.random.Generator, n_examples: int, resamples: int) -> 
 def draw_runs(rng: np.random.Generator, n_runs: int, resamples: int) -> np.ndarray:
     """Bootstrap of a group's runs (its seeds): ``resamples`` rows of ``n_runs`` run indices."""
     return rng.integers(0, n_runs, size=(resamples, n_runs), dtype=np.int32)
-
-
-def confusion(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    """(k, k) counts, rows = true class, columns = predicted class."""
-    return np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
-
-
-def accuracy(conf: np.ndarray) -> np.ndarray:
-    """Accuracy of confusion matrices of shape (..., k, k)."""
-    return np.trace(conf, axis1=-2, axis2=-1) / conf.sum(axis=(-2, -1))
-
-
-def per_class_f1(conf: np.ndarray) -> np.ndarray:
-    """F1 per class of confusion matrices (..., k, k) -> (..., k); 0 where a class is neither
-    present nor predicted (scikit-learn's ``zero_division=0``)."""
-    tp = np.diagonal(conf, axis1=-2, axis2=-1)
-    denominator = conf.sum(axis=-1) + conf.sum(axis=-2)  # 2tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 2 * tp / denominator, 0.0)
-
-
-def macro_f1(conf: np.ndarray) -> np.ndarray:
-    """Unweighted mean of the per-class F1 over all k classes, as scikit-learn's
-    ``f1_score(average="macro", labels=range(k))``."""
-    return per_class_f1(conf).mean(axis=-1)
 
 
 Metric = Callable[[np.ndarray], np.ndarray]

@@ -197,9 +197,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             ]
         batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         if batches:
-            longest = max(
-                range(len(batches)), key=lambda b: max(map(self.lengths.__getitem__, batches[b]))
-            )
+            # Each batch is cut from a group sorted longest first: its first text is its longest.
+            longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
             batches[0], batches[longest] = batches[longest], batches[0]
         yield from batches
 

@@ -40,6 +40,7 @@ from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.modeling import build_model, check_max_length, load_tokenizer
 from emotion_lab.preflight import check_job
+from emotion_lab.process import high_water_rss_kb
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
@@ -76,16 +77,11 @@ def resolve_precision(cfg: TrainerConfig) -> str:
 
 
 def peak_memory_mb(accelerator: Accelerator) -> float:
-    """This process's peak so far: allocated CUDA memory on a GPU, else its high-water RSS
-    (VmHWM; ``ru_maxrss`` would start from the RSS of the process that spawned it)."""
+    """This process's peak so far: allocated CUDA memory on a GPU, else its high-water RSS."""
     if accelerator.device.type == "cuda":
         return torch.cuda.max_memory_allocated(accelerator.device) / 2**20
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kb = high_water_rss_kb()
+    return (kb if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 
 def run_name(cfg: Config) -> str:

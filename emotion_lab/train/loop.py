@@ -21,7 +21,7 @@ from emotion_lab.config import TrainerConfig
 from emotion_lab.errors import TrainingDiverged
 from emotion_lab.faults import fault_point
 from emotion_lab.train.checkpoint import Checkpointer, TrainState
-from emotion_lab.train.metrics import EvalResult, evaluate_logits
+from emotion_lab.train.metrics import evaluate_logits
 
 # Logs metrics at an optimizer step: the run logger's ``metrics``, or anything alike.
 LogMetrics = Callable[[Mapping[str, float], int], None]
@@ -213,16 +213,6 @@ def predict(
         logits.append(out.float().cpu())
         labels.append(y.cpu())
     return torch.cat(logits), torch.cat(labels)
-
-
-def evaluate(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    loader: DataLoader,
-    label_names: list[str],
-    desc: str,
-) -> EvalResult:
-    return evaluate_logits(*predict(accelerator, model, loader, desc), label_names)
 
 
 def _improved(monitor: str, score: float, best: float | None) -> bool:

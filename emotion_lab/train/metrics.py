@@ -1,8 +1,9 @@
 """Classification metrics computed over the whole evaluated set (never averaged per batch).
 
 Validation runs every epoch and needs loss, accuracy and macro-F1 only: they come from the
-confusion matrix, in numpy. The per-class report is asked for once, at test time, so
-scikit-learn is imported then and not held in memory through training (docs/benchmarks.md).
+confusion matrix, in numpy (``emotion_lab.confusion``). The per-class report is asked for once,
+at test time, so scikit-learn is imported then and not held in memory through training
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from emotion_lab.confusion import confusion, macro_f1
 
 
 @dataclass
@@ -46,15 +49,6 @@ class EvalResult:
         )
 
 
-def macro_f1(confusion: np.ndarray) -> float:
-    """Mean over classes of F1 = 2 TP / (2 TP + FP + FN); 0 for a class never true nor
-    predicted (scikit-learn's ``zero_division=0``)."""
-    tp = np.diag(confusion).astype(np.float64)
-    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)  # (TP + FP) + (TP + FN)
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    return float(f1.mean())
-
-
 def evaluate_logits(
     logits: torch.Tensor, labels: torch.Tensor, label_names: list[str]
 ) -> EvalResult:
@@ -62,14 +56,13 @@ def evaluate_logits(
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     pred = logits.argmax(-1).numpy()
     true = labels.numpy()
-    k = len(label_names)
-    confusion = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+    matrix = confusion(true, pred, len(label_names))
     return EvalResult(
         loss=loss,
         accuracy=float((pred == true).mean()),
-        macro_f1=macro_f1(confusion),
+        macro_f1=float(macro_f1(matrix)),
         n=len(true),
-        confusion=confusion,
+        confusion=matrix,
         true=true,
         pred=pred,
         label_names=label_names,

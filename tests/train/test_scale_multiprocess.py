@@ -25,8 +25,8 @@ from emotion_lab.config import DataConfig, TrainerConfig
 from emotion_lab.data import load_splits, make_loaders, tokenize_splits
 from emotion_lab.modeling import load_tokenizer
 from emotion_lab.train.job import make_accelerator
-from emotion_lab.train.loop import evaluate
-from emotion_lab.train.metrics import EvalResult
+from emotion_lab.train.loop import predict
+from emotion_lab.train.metrics import EvalResult, evaluate_logits
 from tests.conftest import EMOTION, run_process, tracking_uri
 
 # End-to-end runs of the CLI: minutes on two cores.
@@ -107,8 +107,8 @@ def _evaluate_in_one_process(model_dir: str) -> tuple[EvalResult, EvalResult]:
         model, val_loader, test_loader = accelerator.prepare(model, val_loader, test_loader)
         labels = splits.label_names
         return (
-            evaluate(accelerator, model, val_loader, labels, desc="validation"),
-            evaluate(accelerator, model, test_loader, labels, desc="test"),
+            evaluate_logits(*predict(accelerator, model, val_loader, "validation"), labels),
+            evaluate_logits(*predict(accelerator, model, test_loader, "test"), labels),
         )
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
