@@ -5,6 +5,7 @@ the server stopped and started again (same port, same store) under a running job
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -341,15 +342,18 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
     cmd = [sys.executable, "-m", "emotion_lab", *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
-    def start_job(*extra: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [*cmd, *extra],
-            cwd=tmp_path,
-            env=env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+    def start_job(name: str, *extra: str) -> subprocess.Popen:
+        # Output goes to files, not pipes: the test reads nothing while the job runs, and a
+        # job whose pipe fills (progress bars, 1 KB/s) blocks in a write, through the outage.
+        with (
+            (tmp_path / f"{name}.out").open("w") as out,
+            (tmp_path / f"{name}.err").open("w") as err,
+        ):
+            return subprocess.Popen([*cmd, *extra], cwd=tmp_path, env=env, stdout=out, stderr=err)
+
+    def finish(job: subprocess.Popen, name: str, timeout: float) -> tuple[str, str]:
+        job.wait(timeout=timeout)
+        return (tmp_path / f"{name}.out").read_text(), (tmp_path / f"{name}.err").read_text()
 
     def logged_steps() -> list[int]:
         runs = _job_runs(team_server.uri, "outage")
@@ -361,18 +365,18 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
             )
         return sorted(m.step for m in history)
 
-    def wait_for_step(job: subprocess.Popen, step: int) -> None:
+    def wait_for_step(job: subprocess.Popen, name: str, step: int) -> None:
         deadline = time.monotonic() + 240
         while not logged_steps() or logged_steps()[-1] < step:
-            assert job.poll() is None, job.communicate()[1][-3000:]
+            assert job.poll() is None, finish(job, name, 0)[1][-3000:]
             assert time.monotonic() < deadline, "the job logged no progress"
             time.sleep(0.5)
 
     # 1. Past the outage limit: the job stops, in one line, with its checkpoint kept.
-    job = start_job("tracking.max_outage_s=1")
-    wait_for_step(job, 6)  # a checkpoint at step 5 is on disk
+    job = start_job("stopped", "tracking.max_outage_s=1")
+    wait_for_step(job, "stopped", 6)  # a checkpoint at step 5 is on disk
     team_server.stop()
-    out, err = job.communicate(timeout=240)
+    out, err = finish(job, "stopped", 240)
     assert job.returncode == 1, err[-3000:]
     (line,) = _error_lines(err)
     assert line.startswith(
@@ -386,11 +390,14 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
     team_server.start()
     (stopped,) = _job_runs(team_server.uri, "outage")
     assert stopped.info.status == "RUNNING"  # the server was gone: nobody could close it
-    before = logged_steps()[-1]
+    spooled = json.loads((ckpt / "pending_writes.json").read_text())
+    last = max([logged_steps()[-1], *(m[3] for b in spooled for m in b["metrics"])])
 
     # 2. resume=true continues the run; the server goes away mid-training and comes back.
-    job = start_job("resume=true")
-    wait_for_step(job, before + 1)
+    job = start_job("resumed", "resume=true")
+    # The first step this attempt measures: the spooled steps arrive before training starts,
+    # ahead of the config artifact, which waits out an outage instead of being buffered.
+    wait_for_step(job, "resumed", last + 1)
     # Held mid-training while its server goes away, so that it trains on during the outage
     # however fast it runs.
     job.send_signal(signal.SIGSTOP)
@@ -403,7 +410,7 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
     time.sleep(20)
     team_server.start()
     up = time.time()
-    out, err = job.communicate(timeout=300)
+    out, err = finish(job, "resumed", 300)
     assert job.returncode == 0, err[-3000:]
     assert "does not answer" in out and "answers again after" in out
 
