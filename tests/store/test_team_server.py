@@ -343,8 +343,8 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
     def start_job(name: str, *extra: str) -> subprocess.Popen:
-        # Output goes to files, not pipes: the test reads nothing while the job runs, and a
-        # job whose pipe fills (progress bars, 1 KB/s) blocks in a write, through the outage.
+        # Output goes to files, not pipes: the test reads nothing while the job runs, and a job
+        # whose pipe fills (progress bars, about 1.5 KB/s) blocks in a write, through the outage.
         with (
             (tmp_path / f"{name}.out").open("w") as out,
             (tmp_path / f"{name}.err").open("w") as err,
