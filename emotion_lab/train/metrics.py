@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emotion_lab.confusion import confusion, macro_f1
+from emotion_lab.confusion import accuracy, confusion, macro_f1
 
 
 @dataclass
@@ -59,7 +59,7 @@ def evaluate_logits(
     matrix = confusion(true, pred, len(label_names))
     return EvalResult(
         loss=loss,
-        accuracy=float((pred == true).mean()),
+        accuracy=float(accuracy(matrix)),
         macro_f1=float(macro_f1(matrix)),
         n=len(true),
         confusion=matrix,
