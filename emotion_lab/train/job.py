@@ -28,6 +28,7 @@ from mlflow.entities import Run
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from emotion_lab import stopping
 from emotion_lab.config import Config, TrainerConfig
 from emotion_lab.data import (
     LabeledSplits,
@@ -129,6 +130,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     check_job(cfg)
     watch = Stopwatch()
     accelerator = make_accelerator(cfg.trainer)
+    stopping.prepare(accelerator)
     data, early_error = None, None
     try:
         data = _checked_data(cfg, accelerator)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from emotion_lab.config import TrainerConfig
 from emotion_lab.errors import TrainingDiverged
 from emotion_lab.faults import fault_point
+from emotion_lab.stopping import Stopped, deferred, requested
 from emotion_lab.train.checkpoint import Checkpointer, TrainState
 from emotion_lab.train.metrics import evaluate_logits
 
@@ -47,16 +48,24 @@ def fit(
     ckpt: Checkpointer,
 ) -> dict[str, torch.Tensor] | None:
     """Train until the last epoch or an early stop; returns the best epoch's weights, or None
-    when the model holds them already (the last epoch trained was the best)."""
+    when the model holds them already (the last epoch trained was the best).
+
+    A stop signal (emotion_lab.stopping) waits for the end of the current optimizer step, or of
+    the epoch's validation, then the job stops with a checkpoint at that step.
+    """
     kept: dict[str, torch.Tensor] = {}
-    while not ckpt.state.finished:
-        record = train_epoch(accelerator, t, cfg, log_metrics, ckpt)
-        kept = end_epoch(accelerator, t, cfg, log_metrics, ckpt, record) or kept
-        if ckpt.state.finished:
-            # Training is over: the optimizer's moments (twice the weights) are neither written
-            # to the last checkpoint nor kept through testing, where they would set the peak.
-            t.optimizer.state.clear()
-        ckpt.save()
+    with deferred():
+        while not ckpt.state.finished:
+            record = train_epoch(accelerator, t, cfg, log_metrics, ckpt)
+            kept = end_epoch(accelerator, t, cfg, log_metrics, ckpt, record) or kept
+            if ckpt.state.finished:
+                # Training is over: the optimizer's moments (twice the weights) are neither
+                # written to the last checkpoint nor kept through testing, where they would
+                # set the peak.
+                t.optimizer.state.clear()
+            ckpt.save()
+            if stop := requested(accelerator, ckpt.state.step):
+                raise _stopped(stop, ckpt)
     state = ckpt.state
     if state.best_epoch == state.epoch - 1:
         return None
@@ -123,12 +132,15 @@ def train_epoch(
             window_loss.zero_()
             state.window_n = 0
         fault_point("train_step")
-        if ckpt.step_due():
+        stop = requested(accelerator, state.step)
+        if ckpt.step_due() or stop:
             state.train_seconds += time.perf_counter() - start
             # Mean over processes: each restores the same sums, and their mean is unchanged.
             state.window_loss = accelerator.reduce(window_loss, "mean").item()
             state.epoch_loss = accelerator.reduce(epoch_loss, "mean").item()
             ckpt.save()
+            if stop:
+                raise _stopped(stop, ckpt)
             start = time.perf_counter()
     state.train_seconds += time.perf_counter() - start
     seconds = state.train_seconds - trained_before
@@ -190,6 +202,12 @@ def end_epoch(
         ckpt.save_best(weights)
         return None
     return {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+
+
+def _stopped(signum: int, ckpt: Checkpointer) -> Stopped:
+    """The stop, raised once the checkpoint at its step is written."""
+    why = "" if ckpt.enabled else "trainer.checkpointing=false"
+    return Stopped(signum, ckpt.state.step, saved=ckpt.enabled, why=why)
 
 
 def best_epoch_record(state: TrainState) -> dict[str, float]:

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from emotion_lab import stopping
 from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.redaction import redact, redact_file
@@ -278,21 +280,27 @@ class SweepCallback(Callback):
         """Hydra skips on_multirun_end when the process exits mid-sweep (a cluster job killed at
         its time limit, a search where no trial finished, a distributed sweep stopped at a failed
         job): don't leave the parent running."""
+        stopping.exiting()  # a signal now (the launcher stopping the ranks) waits for this
         if self.parent_run_id is None:
             return
         table = summary_table(collect_results(sweep_dir))
+        signum = stopping.received()
+        stopped_by = None if signum is None else signal.Signals(signum).name
         note = "The sweep stopped before its end: see the error it printed."
+        if stopped_by is not None:
+            note = f"The sweep was stopped by {stopped_by}: rerun it with resume=true."
         with contextlib.suppress(UserError):  # the error already printed is the one that counts
-            self._close_parent(True, f"{note}\n\n{table}\n")
+            self._close_parent(True, f"{note}\n\n{table}\n", stopped_by)
 
-    def _close_parent(self, failed: bool, summary: str) -> None:
+    def _close_parent(self, failed: bool, summary: str, stopped_by: str | None = None) -> None:
         """Close the parent run, waiting out a server outage as jobs do; past the limit it stays
         RUNNING (``TrackingOutage``) and ``resume=true`` on the same command closes it."""
         from emotion_lab.store.writer import end_sweep_run
 
         assert self.parent_run_id is not None and self.max_outage_s is not None
         run_id, self.parent_run_id = self.parent_run_id, None
-        end_sweep_run(run_id, failed, summary, self.max_outage_s)
+        with stopping.deferred():
+            end_sweep_run(run_id, failed, summary, self.max_outage_s, stopped_by)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from emotion_lab.store.connection import ui_address
