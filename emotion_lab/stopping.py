@@ -155,10 +155,11 @@ def received() -> int | None:
 
 
 def prepare(accelerator: Any) -> None:
-    """Make the ranks' side group, once per process: every rank calls this at a job's start,
+    """At a job's start. Makes the ranks' side group, once per process: every rank calls this
     where they are in step (making a group is itself a collective)."""
     import torch.distributed as dist
 
+    _state.step = None  # a new job: no step of its own yet
     if accelerator.num_processes > 1 and _state.group is None:
         _state.group = dist.new_group(backend="gloo", timeout=_GROUP_TIMEOUT)
 

@@ -237,23 +237,25 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         info: dict[str, Any] = {"sweep_id": sweep_dir.name}
         fault_point("sweep_start")
-        if previous is None:
-            info["parent_run_id"] = create_sweep_run(
-                experiment_id,
-                info["sweep_id"],
-                {names.SWEEP_DIR_TAG: str(sweep_dir.resolve()), names.SWEEP_KEY_TAG: key},
-            )
-        else:
-            reopen_sweep_run(previous)
-            info["sweep_id"] = previous.data.tags[names.SWEEP_TAG]
-            info["parent_run_id"] = previous.info.run_id
-        fault_point("sweep_start")
-        info["experiment_id"] = experiment_id
-        info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
-        _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
-        self.parent_run_id = info["parent_run_id"]
-        self.max_outage_s = tracking_cfg.max_outage_s
-        atexit.register(self._close_abandoned, sweep_dir)
+        # A stop signal waits until the parent run exists and is closed at exit.
+        with stopping.deferred():
+            if previous is None:
+                info["parent_run_id"] = create_sweep_run(
+                    experiment_id,
+                    info["sweep_id"],
+                    {names.SWEEP_DIR_TAG: str(sweep_dir.resolve()), names.SWEEP_KEY_TAG: key},
+                )
+            else:
+                reopen_sweep_run(previous)
+                info["sweep_id"] = previous.data.tags[names.SWEEP_TAG]
+                info["parent_run_id"] = previous.info.run_id
+            self.parent_run_id = info["parent_run_id"]
+            self.max_outage_s = tracking_cfg.max_outage_s
+            atexit.register(self._close_abandoned, sweep_dir)
+            fault_point("sweep_start")
+            info["experiment_id"] = experiment_id
+            info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
+            _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra has just saved the composed configs (the job's under its output_subdir, the
@@ -306,6 +308,8 @@ class SweepCallback(Callback):
         from emotion_lab.store.connection import ui_address
         from emotion_lab.store.names import sweep_runs_url
 
+        # Every job has ended: a stop signal from now on lets the sweep close its books.
+        stopping.exiting()
         if not is_main_launch_process():
             return
         fault_point("sweep_end")
