@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,10 @@ def requeue(stop: stopping.Stopped, max_num_timeout: object) -> str:
 
     try:
         stopping.hand_to_submitit(stop)
-    except UncompletedJobError as e:
+    except (UncompletedJobError, subprocess.CalledProcessError) as e:
         why = str(e).removeprefix("Job not requeued because: ").rstrip(".")
+        if isinstance(e, subprocess.CalledProcessError):
+            why = "scontrol requeue was refused (the job needs sbatch --requeue)"
         error = NotRequeued(
             f"stopped by {stop.tag()} and not requeued: {why} (hydra.launcher.max_num_timeout="
             f"{max_num_timeout}); the checkpoint is kept: rerun with resume=true"
