@@ -111,7 +111,7 @@ def test_a_preempted_job_is_requeued_and_finishes_its_run(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 finished, 0 failed" in proc.stdout
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
-    (log,) = sweep_dir.glob(".submitit/*/*_0_log.err")
+    (log,) = sweep_dir.glob(".submitit/*/*_0_log.out")
     assert "Requeued job" in log.read_text()
     (parent,), (run,) = sweep_runs(tmp_path)
     assert parent.info.status == run.info.status == "FINISHED"
