@@ -1,5 +1,6 @@
-"""Seeded fault matrix: a 2-job sweep is SIGKILLed at random moments of every phase, resumed
-with ``resume=true``, and checked against an uninterrupted reference sweep.
+"""Seeded fault matrix: a 2-job sweep is SIGKILLed at random moments of every phase, and sent
+SIGTERM once in every phase, resumed with ``resume=true``, and checked against an uninterrupted
+reference sweep.
 
     HF_HUB_CACHE=$PWD/../shared/hf-hub HF_HUB_OFFLINE=1 \\
         python benchmarks/faults.py --data ../shared/data/emotion --points 32 --seed 0
@@ -16,8 +17,10 @@ survived when, afterwards:
 - the store holds one sweep parent run, FINISHED, holding both jobs, and its summary lists both
   as FINISHED.
 
-A job that fails the first check is a run lost. Any failure is reproduced by its line's
-``EMOTION_LAB_FAULT=...`` value with the same command.
+A job that fails the first check is a run lost. A sweep stopped by SIGTERM must also have
+stopped politely (``check_stopped``): exit 143, one line, every run closed, and a checkpoint at
+the step it stopped at (else the difference counts as steps lost). Any failure is reproduced by
+its line's ``EMOTION_LAB_FAULT=...`` value with the same command.
 """
 
 from __future__ import annotations
