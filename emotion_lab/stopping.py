@@ -7,8 +7,9 @@ asks ``requested`` after each optimizer step (and after each epoch's checkpoint,
 included), writes a checkpoint at that step and raises ``Stopped``. Outside training (loading,
 testing, uploading) there is no step to finish: the handler raises ``Stopped`` at once and the
 last checkpoint is what a resume starts from. Inside ``deferred`` sections (training, closing a
-run) and once the process is ``exiting``, signals are only noted: a second Ctrl-C during a
-checkpoint write cannot break it, and a process closing its runs on the way out finishes that.
+run) a signal is only noted, and so are further signals: a second Ctrl-C during a checkpoint
+write cannot break it. Once the process is ``exiting`` (a failed job, the end of the command),
+signals are ignored: a process closing its runs on the way out finishes that.
 
 ``Stopped`` unwinds the job: its run is closed KILLED with the ``stopped_by`` tag, the sweep's
 parent run closed, and ``stoppable`` prints one line and exits with 128 + the signal's number.
@@ -90,10 +91,12 @@ _state = _State()
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    if _state.signum is not None:
-        return  # already stopping: what is under way (a checkpoint, closing runs) goes on
+    if _state.signum is not None or _state.exiting:
+        # Already stopping, or leaving for another reason: what is under way (a checkpoint,
+        # closing runs) goes on.
+        return
     _state.signum = signum
-    if not _state.deferring and not _state.exiting:
+    if not _state.deferring:
         _state.acted = True
         raise Stopped(signum, _state.step)
 
@@ -145,13 +148,13 @@ def deferred() -> Iterator[None]:
 
 def exiting() -> None:
     """The process is on its way out (a failed job, the end of the command): signals from now
-    on are only noted, so that what closes runs on the way out (atexit hooks) finishes."""
+    on are ignored, so that what closes runs on the way out (atexit hooks) finishes."""
     _state.exiting = True
 
 
 def received() -> int | None:
-    """The stop signal this process received, if any."""
-    return _state.signum
+    """The signal that stopped this process, if one did."""
+    return _state.signum if _state.acted else None
 
 
 def prepare(accelerator: Any) -> None:
