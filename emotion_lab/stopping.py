@@ -164,7 +164,10 @@ def prepare(accelerator: Any) -> None:
 
     _state.step = None  # a new job: no step of its own yet
     if accelerator.num_processes > 1 and _state.group is None:
-        _state.group = dist.new_group(backend="gloo", timeout=_GROUP_TIMEOUT)
+        try:
+            _state.group = dist.new_group(backend="gloo", timeout=_GROUP_TIMEOUT)
+        except (RuntimeError, ValueError):  # no gloo (an MPI launch): the default group
+            _state.group = dist.group.WORLD
 
 
 def part_together(timeout_s: float = PART_TIMEOUT_S) -> None:
@@ -176,7 +179,8 @@ def part_together(timeout_s: float = PART_TIMEOUT_S) -> None:
     exiting()
     if _state.group is None:
         return
-    with contextlib.suppress(RuntimeError):  # a rank that is gone or stuck: leave all the same
+    # A rank that is gone or stuck (or a group without monitored barriers): leave all the same.
+    with contextlib.suppress(RuntimeError, ValueError):
         dist.monitored_barrier(group=_state.group, timeout=timedelta(seconds=timeout_s))
 
 
