@@ -16,13 +16,7 @@ from mlflow.tracking import MlflowClient
 from emotion_lab.compare import figures
 from emotion_lab.compare.budget import BUDGET_METRIC, expected_max_table
 from emotion_lab.compare.config import CompareConfig
-from emotion_lab.compare.groups import (
-    Group,
-    group_keys,
-    group_markdown_frame,
-    group_table,
-    make_groups,
-)
+from emotion_lab.compare.groups import group_markdown_frame, group_table
 from emotion_lab.compare.paired import Comparison, choose_pair, compare_pair
 from emotion_lab.compare.runs import SweepRuns, read_sweep
 from emotion_lab.compare.table import best_row, markdown, run_table
@@ -31,9 +25,12 @@ from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_reading, ui_address
 from emotion_lab.store.reader import (
     SELECTION_RULE,
+    Group,
     RunningRun,
     check_safe_weights,
     decided_by,
+    group_keys,
+    make_groups,
     monitor_of,
     selection_key,
     stale_runs,
