@@ -296,8 +296,8 @@ def register_best(
             tags={
                 names.SWEEP_TAG: sweep_id,
                 "selected_by": SELECTION_RULE,
-                "val_accuracy": f"{best.val_accuracy:.4f}",
-                "test_accuracy": f"{best.test_accuracy:.4f}",
+                names.VAL_ACCURACY: f"{best[names.VAL_ACCURACY]:.4f}",
+                names.TEST_ACCURACY: f"{best[names.TEST_ACCURACY]:.4f}",
             },
         )
     except MlflowException as e:

@@ -14,10 +14,7 @@ from emotion_lab.store.reader import best_run, job_num
 # Validation numbers are those of the best epoch (the one that was tested and logged).
 METRICS = (
     names.BEST_EPOCH_METRIC,
-    "val_accuracy",
-    "val_macro_f1",
-    "test_accuracy",
-    "test_macro_f1",
+    *names.SCORES,
     "wall_seconds",
     "train_samples_per_s",
 )
@@ -47,10 +44,7 @@ def _row(run: Run, history: pd.DataFrame, swept: list[str]) -> dict[str, object]
         "status": run.info.status,
         **{key: run.data.params.get(key, "") for key in swept},
         names.BEST_EPOCH_METRIC: best,
-        "val_accuracy": at_best.get("val_accuracy"),
-        "val_macro_f1": at_best.get("val_macro_f1"),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "test_macro_f1": metrics.get("test_macro_f1"),
+        **{s: (at_best if s.startswith("val_") else metrics).get(s) for s in names.SCORES},
         "wall_seconds": metrics.get("wall_seconds"),
         # Mean over the epochs that ran.
         "train_samples_per_s": speed.mean() if not speed.empty else None,

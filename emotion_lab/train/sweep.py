@@ -29,7 +29,14 @@ from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.redaction import redact, redact_file
 from emotion_lab.reporting import report_error
-from emotion_lab.store.names import BEST_EPOCH_METRIC, BEST_PREFIX
+from emotion_lab.store.names import (
+    BEST_EPOCH_METRIC,
+    BEST_PREFIX,
+    LOGGED_SCORES,
+    VAL_ACCURACY,
+    VAL_LOSS,
+    VAL_MACRO_F1,
+)
 from emotion_lab.train.launch import is_main_launch_process
 
 SWEEP_FILE = "sweep.json"
@@ -85,7 +92,7 @@ def swept_overrides(results: list[dict[str, Any]]) -> list[list[str]]:
 
 
 # Validation numbers of each job's kept epoch (what picks a job), then its test numbers.
-SUMMARY_SCORES = ("best_val_accuracy", "best_val_macro_f1", "test_accuracy", "test_macro_f1")
+SUMMARY_SCORES = LOGGED_SCORES
 
 
 def best_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -96,7 +103,7 @@ def best_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not done:
         return None
     done.sort(key=lambda r: r.get("job_num") or 0)
-    return max(done, key=lambda r: selection_key(r["metrics"], r.get("monitor", "val_accuracy")))
+    return max(done, key=lambda r: selection_key(r["metrics"], r.get("monitor", VAL_ACCURACY)))
 
 
 def summary_table(results: list[dict[str, Any]]) -> str:
@@ -309,11 +316,11 @@ class SweepCallback(Callback):
         best = search_summary(sweep_dir, config.get("objective"))
         chosen = best_result(results)
         if chosen is not None and not best:
-            monitor = chosen.get("monitor", "val_accuracy")
+            monitor = chosen.get("monitor", VAL_ACCURACY)
             best = (
                 f"Best by validation: job {chosen['job_num']} ({monitor} "
-                f"{chosen['metrics'][BEST_PREFIX + monitor]:.4f}; ties broken by val_macro_f1, "
-                "then val_loss)"
+                f"{chosen['metrics'][BEST_PREFIX + monitor]:.4f}; ties broken by {VAL_MACRO_F1}, "
+                f"then {VAL_LOSS})"
             )
         summary = f"{table}\n\n{best}\n" if best else f"{table}\n"
         if "experiment_id" in info:
