@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.redaction import redact, redact_file
 from emotion_lab.reporting import report_error
+from emotion_lab.storage import write_text_atomically
 from emotion_lab.store.names import (
     BEST_EPOCH_METRIC,
     BEST_PREFIX,
@@ -61,13 +61,6 @@ def objective_value(result: dict[str, Any], name: str) -> float:
 def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
     path = sweep_dir / SWEEP_FILE
     return json.loads(path.read_text()) if path.exists() else {"sweep_id": sweep_dir.name}
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # Other ranks and job processes read it while it is written.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # Overrides that do not change what a sweep runs, so they do not change its identity.
@@ -255,7 +248,8 @@ class SweepCallback(Callback):
         fault_point("sweep_start")
         info["experiment_id"] = experiment_id
         info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
-        _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
+        # Other ranks and job processes read it while it is written.
+        write_text_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
         self.parent_run_id = info["parent_run_id"]
         self.max_outage_s = tracking_cfg.max_outage_s
         atexit.register(self._close_abandoned, sweep_dir)
