@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 class Finished(subprocess.CompletedProcess):
     """A finished command, with its wall time and its process's peak memory in MB."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - CompletedProcess's fields, then the two measured ones
         self, args: list[str], returncode: int, stdout: str, stderr: str, seconds: float, kb: int
     ) -> None:
         super().__init__(args, returncode, stdout, stderr)

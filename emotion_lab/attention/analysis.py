@@ -46,9 +46,10 @@ def _check_layer_head(loaded: LoadedModel, layer: int, head: int) -> int:
     return layer % layers
 
 
-def draw_example(
+def draw_example(  # noqa: PLR0913 - each is its own attention.* option, passed by keyword
     loaded: LoadedModel,
     example: EncodedText,
+    *,
     layer: int,
     head: int,
     out_dir: Path,
@@ -86,10 +87,11 @@ def example_prediction(loaded: LoadedModel, example: EncodedText) -> str:
     return f"Classes: {classes}. The drawn text {example.text!r} is predicted {label} ({prob:.2f})."
 
 
-def write_model_analysis(
+def write_model_analysis(  # noqa: PLR0913 - the word-table options and the optional verdict, by keyword
     name: str,
     stats: HeadStats,
     out_dir: Path,
+    *,
     top_words: int,
     min_count: int,
     prediction: str | None = None,
@@ -128,11 +130,12 @@ def write_model_analysis(
     return text
 
 
-def write_comparison(
+def write_comparison(  # noqa: PLR0913 - two models' statistics plus the word-table options, by keyword
     names: tuple[str, str],
     a: HeadStats,
     b: HeadStats,
     out_dir: Path,
+    *,
     top_words: int,
     min_count: int,
 ) -> str:
@@ -152,6 +155,8 @@ def write_comparison(
     for stat in a.panels():
         merged[f"{stat}_diff"] = merged[f"{stat}_b"] - merged[f"{stat}_a"]
     merged.to_csv(out_dir / "comparison.csv", index=False)
-    text = report.comparison_report(names, a, b, top_words, min_count, figures)
+    text = report.comparison_report(
+        names, a, b, top_words=top_words, min_count=min_count, figures=figures
+    )
     (out_dir / "comparison.md").write_text(text)
     return text

@@ -170,10 +170,11 @@ def _conclusions(names: tuple[str, str], a: HeadStats, b: HeadStats, min_count: 
     ]
 
 
-def comparison_report(
+def comparison_report(  # noqa: PLR0913 - two models' statistics plus the word-table options, by keyword
     names: tuple[str, str],
     a: HeadStats,
     b: HeadStats,
+    *,
     top_words: int,
     min_count: int,
     figures: Sequence[str],

@@ -203,7 +203,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         yield from batches
 
 
-def make_loaders(
+def make_loaders(  # noqa: PLR0913 - the splits, their tokenizer, and the three config groups that shape batches
     splits: TokenizedSplits,
     tokenizer: PreTrainedTokenizerBase,
     trainer: TrainerConfig,

@@ -336,7 +336,7 @@ def _logged_steps(run: Run) -> set[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def tracked_run(
+def tracked_run(  # noqa: PLR0913 - what a new run is created with, and the run to resume instead
     experiment_id: str | None,
     run_name: str,
     params: Mapping[str, Any],

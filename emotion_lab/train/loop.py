@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from emotion_lab.config import TrainerConfig
 from emotion_lab.errors import TrainingDiverged
 from emotion_lab.faults import fault_point
+from emotion_lab.store.names import VAL_LOSS
 from emotion_lab.train.checkpoint import Checkpointer
 from emotion_lab.train.metrics import evaluate_logits
 
@@ -315,7 +316,7 @@ def predict(
 def _improved(monitor: str, score: float, best: float | None) -> bool:
     if best is None:
         return True
-    return score < best if monitor == "val_loss" else score > best
+    return score < best if monitor == VAL_LOSS else score > best
 
 
 def _check_finite(loss: float, step: int, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
