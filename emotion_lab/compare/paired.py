@@ -262,12 +262,12 @@ def _side(choice: Choice, frames: dict[str, pd.DataFrame], k: int) -> Side:
     pred = np.stack([p[names.PRED_PREDICTED].to_numpy(np.int64) for p in parts])
     true = parts[0][names.PRED_LABEL].to_numpy(np.int64)
     return Side(
-        choice,
-        [r.data.params.get(SEED_PARAM, "") for r in runs],
-        [r.info.run_id for r in runs],
-        pred,
-        np.stack([p[prob_columns].to_numpy(float) for p in parts]),
-        np.stack([confusion(true, row, k) for row in pred]),
+        choice=choice,
+        seeds=[r.data.params.get(SEED_PARAM, "") for r in runs],
+        run_ids=[r.info.run_id for r in runs],
+        pred=pred,
+        probs=np.stack([p[prob_columns].to_numpy(float) for p in parts]),
+        confusions=np.stack([confusion(true, row, k) for row in pred]),
     )
 
 
@@ -311,15 +311,15 @@ def compare_pair(
         for seed_a, seed_b, pa, pb in zip(a.seeds, b.seeds, a.pred, b.pred, strict=False)
     ]
     return Comparison(
-        a,
-        b,
-        label_names,
-        reference[names.PRED_ROW].to_numpy(),
-        list(reference[names.PRED_TEXT]),
-        true,
-        intervals,
-        mcnemar,
-        cfg.confidence,
-        cfg.bootstrap_resamples,
-        covers,
+        a=a,
+        b=b,
+        label_names=label_names,
+        rows=reference[names.PRED_ROW].to_numpy(),
+        texts=list(reference[names.PRED_TEXT]),
+        true=true,
+        intervals=intervals,
+        mcnemar=mcnemar,
+        level=cfg.confidence,
+        resamples=cfg.bootstrap_resamples,
+        covers=covers,
     )

@@ -8,6 +8,7 @@ import pandas as pd
 from mlflow.entities import Run
 
 from emotion_lab.compare.runs import SweepRuns
+from emotion_lab.reports import markdown_table
 from emotion_lab.store import names
 from emotion_lab.store.reader import best_run, job_num
 
@@ -79,12 +80,6 @@ def cell(key: str, value: object) -> str:
 
 def markdown(table: pd.DataFrame) -> str:
     """A markdown table padded to align, so the same text reads well in a terminal."""
-    header = list(table.columns)
-    cells = [[cell(k, row[k]) for k in header] for _, row in table.iterrows()]
-    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
-
-    def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), rule, *(line(c) for c in cells)])
+    header = [str(h) for h in table.columns]
+    cells = [[cell(k, row[k]) for k in table.columns] for _, row in table.iterrows()]
+    return markdown_table(header, cells, padded=True)

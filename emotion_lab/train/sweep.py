@@ -28,6 +28,7 @@ from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.redaction import redact, redact_file
 from emotion_lab.reporting import report_error
+from emotion_lab.reports import markdown_table
 from emotion_lab.storage import write_text_atomically
 from emotion_lab.store.names import (
     BEST_EPOCH_METRIC,
@@ -102,21 +103,21 @@ def best_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
 def summary_table(results: list[dict[str, Any]]) -> str:
     present = {k for r in results for k in r.get("metrics") or {}}
     scores = [k for k in SUMMARY_SCORES if k in present]
-    lines = [
-        f"| job | swept | status | {' | '.join(scores)} | {BEST_EPOCH_METRIC} | error |",
-        "|---|---|---|" + "---|" * len(scores) + "---|---|",
-    ]
+    header = ["job", "swept", "status", *scores, BEST_EPOCH_METRIC, "error"]
+    rows = []
     for r, swept in zip(results, swept_overrides(results), strict=True):
         m = r.get("metrics") or {}
-        cells = [f"{m[k]:.4f}" if k in m else "" for k in scores] + [
-            f"{m[BEST_EPOCH_METRIC]:.0f}" if BEST_EPOCH_METRIC in m else ""
-        ]
-        lines.append(
-            f"| {r.get('job_num')} | {' '.join(swept)} | {r.get('status')} | "
-            + " | ".join(cells)
-            + f" | {r.get('error', '')} |"
+        rows.append(
+            [
+                str(r.get("job_num")),
+                " ".join(swept),
+                str(r.get("status")),
+                *(f"{m[k]:.4f}" if k in m else "" for k in scores),
+                f"{m[BEST_EPOCH_METRIC]:.0f}" if BEST_EPOCH_METRIC in m else "",
+                str(r.get("error", "")),
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def search_summary(sweep_dir: Path, objective: str | None) -> str:
