@@ -1,5 +1,5 @@
-"""Two configurations on the same test examples: which two (chosen on validation, or named by
-their key values), the paired differences with bootstrap intervals, McNemar's test, and the
+"""Two configurations on the same test examples: which two (named by their key values, else
+the pair ``store.reader.best_pair`` picks on validation), the paired differences with bootstrap intervals, McNemar's test, and the
 error analysis (per-class F1, confusion difference, the examples they disagree on)."""
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ launch every rank runs the sweep; only rank 0 keeps its books.
 With ``resume=true`` the sweep continues the newest sweep of the same overrides: its parent run
 is reopened and keeps its sweep id, so one parent run holds every job of the sweep however often
 it was interrupted. The new output dir's ``sweep.json`` names that sweep id.
+
+MLflow, the store's modules and the pre-flight checks are imported inside the hooks that use
+them: the entry point imports this module, and ``--help`` or a bad override should not wait the
+seconds MLflow takes to import (about 3 s on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -20,16 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from emotion_lab.config import TrackingConfig
 from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.redaction import redact, redact_file
 from emotion_lab.reporting import report_error
 from emotion_lab.reports import markdown_table
 from emotion_lab.storage import write_text_atomically
+from emotion_lab.store import names
 from emotion_lab.store.names import (
     BEST_EPOCH_METRIC,
     BEST_PREFIX,
@@ -170,10 +179,6 @@ def _task_config(composed: DictConfig) -> Any:
 def job_configs(config: DictConfig) -> list[Any] | None:
     """Each job's validated config (or why it fails), composed as the basic sweeper will compose
     it; None for a sweeper that picks its jobs as it goes (Optuna)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
         return None
     loader = GlobalHydra.instance().config_loader()
@@ -213,8 +218,6 @@ class SweepCallback(Callback):
     max_outage_s: float | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from emotion_lab.config import TrackingConfig
-        from emotion_lab.store import names
         from emotion_lab.store.connection import open_for_writing, resolve_uri
         from emotion_lab.store.writer import create_sweep_run, find_sweep_run, reopen_sweep_run
 
@@ -298,7 +301,6 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from emotion_lab.store.connection import ui_address
-        from emotion_lab.store.names import sweep_runs_url
 
         if not is_main_launch_process():
             return
@@ -330,7 +332,7 @@ class SweepCallback(Callback):
         link = ""
         if "experiment_id" in info:
             ui = ui_address(info["tracking_uri"])
-            url = sweep_runs_url(ui, info["experiment_id"], info["sweep_id"])
+            url = names.sweep_runs_url(ui, info["experiment_id"], info["sweep_id"])
             link = f"Runs in the MLflow UI: {url}\n"
         print(
             f"\nSweep {info['sweep_id']}: {len(results) - len(failed)} finished, "
