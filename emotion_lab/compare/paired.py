@@ -1,6 +1,7 @@
 """Two configurations on the same test examples: which two (named by their key values, else
-the pair ``store.reader.best_pair`` picks on validation), the paired differences with bootstrap intervals, McNemar's test, and the
-error analysis (per-class F1, confusion difference, the examples they disagree on)."""
+the pair ``store.reader.best_pair`` picks on validation), the paired differences with bootstrap
+intervals, McNemar's test, and the error analysis (per-class F1, confusion difference, the
+examples they disagree on)."""
 
 from __future__ import annotations
 
