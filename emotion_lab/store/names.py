@@ -1,5 +1,6 @@
-"""The MLflow contract: every tag, param and artifact name that training writes and the reading
-commands (compare, predict, attention) look up. Defined here once, used by name everywhere."""
+"""The MLflow contract: every tag, param, metric and artifact name that training writes and the
+reading commands (compare, predict, attention) look up, and the tuples of scores they show.
+Defined here once, used by name everywhere."""
 
 from __future__ import annotations
 
