@@ -7,7 +7,8 @@ remote code would run whatever they hold on the reader's machine.
 
 The best run is chosen on validation numbers only, so the test set never picks a model: the
 score the job monitored for early stopping (``best_<trainer.monitor>``), then validation
-macro-F1, then validation loss, then the lowest job number. A group of runs (one configuration
+macro-F1, then validation loss, then the lowest job number. A search trial that its pruner
+stopped is never chosen. A group of runs (one configuration
 over several seeds) is scored by the mean of each of these over its finished runs.
 """
 
@@ -135,7 +136,8 @@ def decided_by(keys: Sequence[tuple[float, ...]], chosen: int, monitor: str) -> 
 
 
 def _done(run: Run) -> bool:
-    return run.info.status == "FINISHED"
+    """Finished and tested: a search trial that its pruner stopped is FINISHED, but untested."""
+    return run.info.status == "FINISHED" and names.PRUNED_TAG not in run.data.tags
 
 
 def best_run(runs: Sequence[Run]) -> Run | None:

@@ -41,6 +41,7 @@ from emotion_lab.faults import fault_point
 from emotion_lab.modeling import build_model, check_max_length, load_tokenizer
 from emotion_lab.preflight import check_job
 from emotion_lab.process import high_water_rss_kb
+from emotion_lab.search.trial import TrialPruned, pruned_metrics, record_pruned, search_trial
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
@@ -149,7 +150,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         log.info("Skipping: this job already finished in MLflow run %s.", previous.info.run_id)
         if accelerator.is_main_process:
             _remove_leftover_checkpoint(previous)
-        return _final_metrics(previous)
+        return _final_metrics(previous) | pruned_metrics(previous)
 
     tags = {
         names.ROLE_TAG: names.ROLE_JOB,
@@ -182,6 +183,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         ckpt = Checkpointer(
             accelerator, TrainState(), ckpt_root, cfg.trainer.checkpoint_every_n_steps
         )
+        trial_reporter = search_trial(cfg, accelerator)
         if ckpt.restore():
             state = ckpt.state
             log.info(
@@ -193,14 +195,21 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         else:
             logger.params(_data_params(splits, training, accelerator))
         logger.tags({names.LABEL_NAMES_TAG: ",".join(splits.label_names)})
-        best_weights = fit(accelerator, training, cfg.trainer, logger.metrics, ckpt)
-        if best_weights is not None:
-            accelerator.unwrap_model(training.model).load_state_dict(best_weights)
-        del best_weights  # the model holds them now
-        watch.lap("fit")
-        metrics = test_and_log(
-            cfg, job, accelerator, training, test_loader, splits, tokenizer, logger, ckpt
-        )
+        try:
+            best_weights = fit(
+                accelerator, training, cfg.trainer, logger.metrics, ckpt, trial_reporter
+            )
+        except TrialPruned as pruned:
+            # A search's bad trial: FINISHED (resume=true never retrains it), untested.
+            metrics = record_pruned(logger, ckpt.state, pruned)
+        else:
+            if best_weights is not None:
+                accelerator.unwrap_model(training.model).load_state_dict(best_weights)
+            del best_weights  # the model holds them now
+            watch.lap("fit")
+            metrics = test_and_log(
+                cfg, job, accelerator, training, test_loader, splits, tokenizer, logger, ckpt
+            )
         watch.lap("finish")
         metrics["wall_seconds"] = time.perf_counter() - wall_start
         finals = {"wall_seconds": metrics["wall_seconds"], **watch.metrics()}

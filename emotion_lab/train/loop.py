@@ -45,9 +45,13 @@ def fit(
     cfg: TrainerConfig,
     log_metrics: LogMetrics,
     ckpt: Checkpointer,
+    after_epoch: Callable[[TrainState], None] | None = None,
 ) -> dict[str, torch.Tensor] | None:
     """Train until the last epoch or an early stop; returns the best epoch's weights, or None
-    when the model holds them already (the last epoch trained was the best)."""
+    when the model holds them already (the last epoch trained was the best).
+
+    ``after_epoch`` sees each epoch once it is checkpointed (a search trial reports to its
+    study there, and may stop: emotion_lab.search.trial)."""
     kept: dict[str, torch.Tensor] = {}
     while not ckpt.state.finished:
         record = train_epoch(accelerator, t, cfg, log_metrics, ckpt)
@@ -57,6 +61,8 @@ def fit(
             # to the last checkpoint nor kept through testing, where they would set the peak.
             t.optimizer.state.clear()
         ckpt.save()
+        if after_epoch is not None:
+            after_epoch(ckpt.state)
     state = ckpt.state
     if state.best_epoch == state.epoch - 1:
         return None

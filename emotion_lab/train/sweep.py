@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.redaction import redact, redact_file
 from emotion_lab.reporting import report_error
-from emotion_lab.store.names import BEST_EPOCH_METRIC, BEST_PREFIX
+from emotion_lab.store.names import BEST_EPOCH_METRIC, BEST_PREFIX, PRUNED_TAG
 from emotion_lab.train.launch import is_main_launch_process
 
 SWEEP_FILE = "sweep.json"
@@ -45,7 +46,18 @@ class JobFailed(Exception):
     """Raised to an optimising sweeper for a failed job, so it records a failed trial."""
 
 
+# A job's status in its result.json: FINISHED, PRUNED (a search trial its pruner stopped; its
+# MLflow run is FINISHED) or FAILED.
+PRUNED = "PRUNED"
+
+
+def job_status(metrics: dict[str, Any]) -> str:
+    return PRUNED if PRUNED_TAG in metrics else "FINISHED"
+
+
 def objective_value(result: dict[str, Any], name: str) -> float:
+    if result["status"] == PRUNED:
+        return math.nan
     if result["status"] != "FINISHED":
         raise JobFailed(result.get("error", "the job failed"))
     return float(result["metrics"][name])
@@ -111,8 +123,11 @@ def summary_table(results: list[dict[str, Any]]) -> str:
         cells = [f"{m[k]:.4f}" if k in m else "" for k in scores] + [
             f"{m[BEST_EPOCH_METRIC]:.0f}" if BEST_EPOCH_METRIC in m else ""
         ]
+        status = r.get("status")
+        if status == PRUNED:
+            status = f"pruned after epoch {m[PRUNED_TAG]}"
         lines.append(
-            f"| {r.get('job_num')} | {' '.join(swept)} | {r.get('status')} | "
+            f"| {r.get('job_num')} | {' '.join(swept)} | {status} | "
             + " | ".join(cells)
             + f" | {r.get('error', '')} |"
         )
@@ -304,7 +319,8 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_sweep_file(sweep_dir)
         results = collect_results(sweep_dir)
-        failed = [r for r in results if r.get("status") != "FINISHED"]
+        failed = [r for r in results if r.get("status") not in ("FINISHED", PRUNED)]
+        pruned = sum(r.get("status") == PRUNED for r in results)
         table = summary_table(results)
         best = search_summary(sweep_dir, config.get("objective"))
         chosen = best_result(results)
@@ -331,8 +347,9 @@ class SweepCallback(Callback):
             url = sweep_runs_url(ui, info["experiment_id"], info["sweep_id"])
             link = f"Runs in the MLflow UI: {url}\n"
         print(
-            f"\nSweep {info['sweep_id']}: {len(results) - len(failed)} finished, "
-            f"{len(failed)} failed\n{redact(summary)}{link}",
+            f"\nSweep {info['sweep_id']}: {len(results) - len(failed) - pruned} finished, "
+            + (f"{pruned} pruned, " if pruned else "")
+            + f"{len(failed)} failed\n{redact(summary)}{link}",
             end="",
             flush=True,
         )
