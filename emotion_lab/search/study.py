@@ -61,6 +61,13 @@ def trial_id(storage: BaseStorage, study: str, number: int) -> int:
     )
 
 
+def trial_count(storage: BaseStorage, study: str) -> int:
+    """Trials of the study so far; 0 for a study not yet created."""
+    if study not in {s.study_name for s in storage.get_all_studies()}:
+        return 0
+    return len(storage.get_all_trials(storage.get_study_id_from_name(study), deepcopy=False))
+
+
 def load_pruner(study: optuna.Study) -> optuna.pruners.BasePruner:
     """The pruner the sweeper created the study with, from its config on the study."""
     from hydra.utils import instantiate

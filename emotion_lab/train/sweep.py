@@ -90,10 +90,18 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(results, key=lambda r: r.get("job_num") or 0)
 
 
+# Overrides that say how a job ran, not what it varied: resume=true (a resumed search's new
+# trials have it, its earlier ones not) and a search trial's bookkeeping (trial.*).
+_NOT_SWEPT = ("resume=", "trial.")
+
+
 def swept_overrides(results: list[dict[str, Any]]) -> list[list[str]]:
     """Each job's overrides, less those every job shares: what the sweep varied."""
     common = set.intersection(*(set(r.get("overrides", [])) for r in results)) if results else set()
-    return [[o for o in r.get("overrides", []) if o not in common] for r in results]
+    return [
+        [o for o in r.get("overrides", []) if o not in common and not o.startswith(_NOT_SWEPT)]
+        for r in results
+    ]
 
 
 # Validation numbers of each job's kept epoch (what picks a job), then its test numbers.

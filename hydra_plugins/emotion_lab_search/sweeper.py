@@ -156,24 +156,30 @@ class Search:
                     "the CMA-ES sampler needs the cmaes package: pip install 'emotion-lab[cmaes]' "
                     "(or pick hydra/sweeper/sampler=tpe)."
                 ) from e
-        sampler = instantiate(sampler_cfg)
-        pruner_cfg = (
-            OmegaConf.to_container(sweeper.pruner_cfg, resolve=True)
-            if sweeper.pruner_cfg is not None
-            else {"_target_": "optuna.pruners.NopPruner"}
-        )
+        resume = bool(config.get("resume", False))
         info = read_sweep_file(sweeper.sweep_dir)
         self.parent_run_id = info.get("parent_run_id")
         self.url = sweeper.storage_url or studies.default_storage(str(config.paths.outputs))
         self.storage = studies.open_storage(self.url)
         self.name = sweeper.study_name or str(info["sweep_id"])
-        resume = bool(config.get("resume", False))
         exists = self.name in {s.study_name for s in self.storage.get_all_studies()}
         if exists and not resume:
             raise SearchError(
                 f"the study {self.name!r} already exists in {redact(self.url)}: rerun with "
                 "resume=true to continue it, or give another hydra.sweeper.study_name."
             )
+        if sampler_cfg.get("seed") is not None:
+            # A resumed search must not draw its first trials' values again: its sampler starts
+            # from a seed that counts the trials already in the study (reproducible all the same).
+            sampler_cfg["seed"] = int(sampler_cfg["seed"]) + studies.trial_count(
+                self.storage, self.name
+            )
+        sampler = instantiate(sampler_cfg)
+        pruner_cfg = (
+            OmegaConf.to_container(sweeper.pruner_cfg, resolve=True)
+            if sweeper.pruner_cfg is not None
+            else {"_target_": "optuna.pruners.NopPruner"}
+        )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             storage=self.storage,
