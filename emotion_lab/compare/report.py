@@ -25,7 +25,8 @@ from emotion_lab.compare.groups import (
 )
 from emotion_lab.compare.paired import Comparison, choose_pair, compare_pair
 from emotion_lab.compare.runs import SweepRuns, read_sweep
-from emotion_lab.compare.table import best_row, markdown, run_table
+from emotion_lab.compare.search import search_files
+from emotion_lab.compare.table import PRUNED, best_row, markdown, run_table
 from emotion_lab.errors import TrackingError, UserError, one_line
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_reading, ui_address
@@ -73,7 +74,7 @@ class Report:
 
     @property
     def failed(self) -> pd.DataFrame:
-        return self.table[self.table.status != "FINISHED"]
+        return self.table[~self.table.status.isin(["FINISHED", PRUNED])]
 
 
 def classes_line(sweep: SweepRuns) -> str:
@@ -165,11 +166,14 @@ def _budget_md(curves: pd.DataFrame, key: str) -> list[str]:
 def _summary(sweep: SweepRuns, report: Report, keys: list[str], curves: pd.DataFrame) -> str:
     table = report.table
     done = int((table.status == "FINISHED").sum())
+    pruned = int((table.status == PRUNED).sum())
     lines = [
         f"# Sweep {sweep.sweep_id}",
         "",
-        f"Parent run `{sweep.parent.info.run_id}`; {done} finished, {len(table) - done} not "
-        f"finished; swept: {', '.join(sweep.swept) or 'nothing'}. Validation numbers are those "
+        f"Parent run `{sweep.parent.info.run_id}`; {done} finished, "
+        + (f"{pruned} pruned by the search, " if pruned else "")
+        + f"{len(table) - done - pruned} not finished; "
+        f"swept: {', '.join(sweep.swept) or 'nothing'}. Validation numbers are those "
         "of each run's best epoch.",
         "",
         classes_line(sweep) + ".",
@@ -334,6 +338,7 @@ def compare(cfg: CompareConfig) -> Report:
         ),
     )
     report.files = write_files(sweep, report)
+    report.files += search_files(sweep.parent, out, cfg.search_storage)
     for path in report.files:
         client.log_artifact(parent_id, str(path), ARTIFACT_DIR)
     ours = {sweep.parent.info.run_id, *(r.info.run_id for r in sweep.jobs)}

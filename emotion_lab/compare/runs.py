@@ -78,6 +78,10 @@ def _config_rank(key: str) -> int | None:
     return None
 
 
+# Config keys that say how a job ran, not what it varied: a search trial's number and study.
+_BOOKKEEPING = ("trial.",)
+
+
 def swept_keys(jobs: list[Run]) -> list[str]:
     """Config params that differ between the jobs (absent counts as a value): top-level keys
     (init, lr, seed) first, then in schema order."""
@@ -85,7 +89,9 @@ def swept_keys(jobs: list[Run]) -> list[str]:
     swept = [
         k
         for k in keys
-        if _config_rank(k) is not None and len({run.data.params.get(k) for run in jobs}) > 1
+        if _config_rank(k) is not None
+        and not k.startswith(_BOOKKEEPING)
+        and len({run.data.params.get(k) for run in jobs}) > 1
     ]
     return sorted(swept, key=lambda k: ("." in k, _config_rank(k), k))
 

@@ -122,6 +122,35 @@ def test_the_summary_and_results_list_pruned_trials_and_never_pick_one(pruning: 
     )
 
 
+def test_compare_draws_what_the_search_learned_and_logs_it(pruning: tuple[Path, str]):
+    from mlflow.tracking import MlflowClient
+
+    cwd, _ = pruning
+    proc = run_cli([], cwd, module="emotion_lab.compare")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The compare table lists the pruned trials as pruned.
+    assert proc.stdout.count("| PRUNED ") >= 1
+    parents, _ = sweep_runs(cwd)
+    client = MlflowClient(tracking_uri(cwd))
+    logged = {Path(a.path).name for a in client.list_artifacts(parents[0].info.run_id, "compare")}
+    wanted = {
+        "search.md",
+        "search_history.png",
+        "search_importances.png",
+        "search_importances.csv",
+        "search_slices.png",
+        "search_best_params.json",
+        "search_expected_best.png",
+    }
+    assert wanted <= logged
+    (folder,) = (cwd / "outputs" / "compare").iterdir()
+    importances = (folder / "search_importances.csv").read_text().splitlines()
+    assert importances[0] == "param,importance" and importances[1].startswith("lr,")
+    best = yaml.safe_load((folder / "search_best_params.json").read_text())
+    found = yaml.safe_load((_sweep_dir(cwd) / "optimization_results.yaml").read_text())
+    assert best["trial"] == found["best_trial"] and best["params"] == found["best_params"]
+
+
 def test_a_search_killed_mid_trial_resumes_it_in_its_own_run_and_trial(tmp_path: Path):
     """SIGKILL in the second trial's second epoch (6 steps an epoch, 2 epochs a trial), then
     resume=true: the study ends with exactly n_trials, the killed one continued, none drawn
