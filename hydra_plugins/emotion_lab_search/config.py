@@ -3,7 +3,6 @@
 (``hydra/sweeper/pruner=median|successive_halving|hyperband|none``). A sampler or pruner is any
 Optuna class, built from its ``_target_`` and keyword arguments."""
 
-
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,8 @@ SAMPLERS: dict[str, dict[str, Any]] = {
 # Steps are epochs: a trial reports its monitored validation score after each one.
 PRUNERS: dict[str, dict[str, Any]] = {
     # Stop a trial whose score is worse than the median of earlier trials at the same epoch,
-    # once n_startup_trials have finished and from epoch n_warmup_steps + 1 on.
+    # once n_startup_trials have finished; a trial can be stopped after epoch n_warmup_steps at
+    # the earliest (1: after its first epoch).
     "median": {
         "_target_": "optuna.pruners.MedianPruner",
         "n_startup_trials": 5,
@@ -49,24 +49,27 @@ PRUNERS: dict[str, dict[str, Any]] = {
 @dataclass
 class SearchSweeperConf:
     _target_: str = "hydra_plugins.emotion_lab_search.sweeper.SearchSweeper"
-    # The sampler and pruner stay configs until the sweeper builds them (the grid needs the space).
     _recursive_: bool = False
+    """Sampler and pruner stay configs until the sweeper builds them (the grid needs the space)."""
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
     sampler: Any = MISSING
+    """An Optuna sampler: hydra/sweeper/sampler=tpe (default), random, grid or cmaes."""
     pruner: Any = MISSING
-    # Trials in the study in all (those of earlier attempts count, with resume=true).
+    """An Optuna pruner: hydra/sweeper/pruner=median (default), successive_halving, hyperband,
+    none."""
     n_trials: int = 20
-    # Trials launched at a time (run in parallel by the joblib or SLURM launcher).
+    """Trials in the study in all (with resume=true, those of earlier attempts count)."""
     n_jobs: int = 1
-    # An Optuna storage URL (sqlite:///..., postgresql://...) or a journal file path;
-    # null = <paths.outputs>/optuna.journal.
+    """Trials launched at a time (in parallel with the joblib or SLURM launcher)."""
     storage: str | None = None
-    # null = the sweep's id (a resumed sweep keeps it).
+    """An Optuna storage URL (sqlite:///..., postgresql://...) or a journal file; null =
+    <paths.outputs>/optuna.journal."""
     study_name: str | None = None
-    # Parameter sets tried first, e.g. [{lr: 3e-4}] (a known good config as a baseline).
+    """The study's name in the storage; null = the sweep's id (a resumed sweep keeps it)."""
     enqueue: list[Any] = field(default_factory=list)
-    # The search space, in Hydra's sweep grammar: choice, range, interval, tag(log, interval).
+    """Parameter sets tried first, e.g. [{lr: 3e-4}] (a known good config as a baseline)."""
     params: dict[str, str] = field(default_factory=dict)
+    """The search space in Hydra's sweep grammar: choice, range, interval, tag(log, interval)."""
 
 
 def register() -> None:
