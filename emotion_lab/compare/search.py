@@ -23,6 +23,7 @@ from mlflow.entities import Run
 
 from emotion_lab.compare.stats import expected_max
 from emotion_lab.errors import TrackingError, one_line
+from emotion_lab.search.study import OBJECTIVE_ATTR
 from emotion_lab.store import names
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def search_files(parent: Run, out: Path, storage: str | None) -> list[Path]:
 
     study = load_study(parent, storage)
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
-    objective = study.user_attrs.get("emotion_lab.objective", "objective")
+    objective = study.user_attrs.get(OBJECTIVE_ATTR, "objective")
     trials = trials_frame(study)
     params = [c for c in trials.columns if c not in ("trial", "state", "value", "epochs")]
     out.mkdir(parents=True, exist_ok=True)

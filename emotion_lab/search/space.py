@@ -11,6 +11,7 @@ Anything else is a fixed override that every trial gets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -38,42 +39,53 @@ class SearchSpace:
     written: dict[str, str]
 
 
+def _choice(written: str, value: ChoiceSweep, log: bool) -> BaseDistribution:
+    choices = list(value.list)
+    bad = [c for c in choices if not isinstance(c, _CHOICE_TYPES)]
+    if bad:
+        raise SearchError(
+            f"hydra.sweeper.params: {written}: choice() takes numbers, strings, booleans or "
+            f"null, not {bad[0]!r}."
+        )
+    if log:
+        raise SearchError(f"hydra.sweeper.params: {written}: tag(log, ...) needs an interval.")
+    return CategoricalDistribution(choices)
+
+
+def _range(written: str, value: RangeSweep, log: bool) -> BaseDistribution:
+    start, stop, step = value.start, value.stop, value.step
+    assert start is not None and stop is not None and step is not None
+    count = math.ceil((stop - start) / step)
+    if count < 1:
+        raise SearchError(f"hydra.sweeper.params: {written} holds no value.")
+    last = start + (count - 1) * step
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        return IntDistribution(int(start), int(last), log=log, step=int(step))
+    return FloatDistribution(float(start), float(last), log=log, step=float(step))
+
+
+def _interval(written: str, value: IntervalSweep, log: bool) -> BaseDistribution:
+    low, high = value.start, value.end
+    assert low is not None and high is not None
+    if not low < high:
+        raise SearchError(f"hydra.sweeper.params: {written}: expected low < high.")
+    if log and low <= 0:
+        raise SearchError(f"hydra.sweeper.params: {written}: a log scale needs low > 0.")
+    if isinstance(low, int) and isinstance(high, int):
+        return IntDistribution(low, high, log=log)
+    return FloatDistribution(float(low), float(high), log=log)
+
+
 def _distribution(key: str, override: Override) -> BaseDistribution:
     value = override.value()
-    tags = getattr(value, "tags", set()) or set()
     written = override.input_line or key
-    log = "log" in tags
+    log = "log" in (getattr(value, "tags", set()) or set())
     if isinstance(value, ChoiceSweep):
-        choices = list(value.list)
-        bad = [c for c in choices if not isinstance(c, _CHOICE_TYPES)]
-        if bad:
-            raise SearchError(
-                f"hydra.sweeper.params: {written}: choice() takes numbers, strings, booleans or "
-                f"null, not {bad[0]!r}."
-            )
-        if log:
-            raise SearchError(f"hydra.sweeper.params: {written}: tag(log, ...) needs an interval.")
-        return CategoricalDistribution(choices)
+        return _choice(written, value, log)
     if isinstance(value, RangeSweep):
-        start, stop, step = value.start, value.stop, value.step
-        assert start is not None and stop is not None and step is not None
-        count = int((stop - start) / step + (0 if (stop - start) % step == 0 else 1))
-        if count < 1:
-            raise SearchError(f"hydra.sweeper.params: {written} holds no value.")
-        last = start + (count - 1) * step
-        if all(isinstance(v, int) for v in (start, stop, step)):
-            return IntDistribution(int(start), int(last), log=log, step=int(step))
-        return FloatDistribution(float(start), float(last), log=log, step=float(step))
+        return _range(written, value, log)
     if isinstance(value, IntervalSweep):
-        low, high = value.start, value.end
-        assert low is not None and high is not None
-        if not low < high:
-            raise SearchError(f"hydra.sweeper.params: {written}: expected low < high.")
-        if log and low <= 0:
-            raise SearchError(f"hydra.sweeper.params: {written}: a log scale needs low > 0.")
-        if isinstance(low, int) and isinstance(high, int):
-            return IntDistribution(low, high, log=log)
-        return FloatDistribution(float(low), float(high), log=log)
+        return _interval(written, value, log)
     raise SearchError(f"hydra.sweeper.params: {written}: not a sweep Optuna can sample.")
 
 

@@ -19,6 +19,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from emotion_lab.errors import SearchError, one_line
 from emotion_lab.redaction import redact
+from emotion_lab.store.names import VAL_LOSS
 
 DEFAULT_JOURNAL = "optuna.journal"
 # Study user attributes: the pruner's config (so that each job builds the same pruner), the
@@ -35,7 +36,7 @@ def default_storage(outputs: str) -> str:
 
 def direction_of(monitor: str) -> str:
     """The search follows the score that picks each job's best epoch: lower loss, higher rest."""
-    return "minimize" if monitor == "val_loss" else "maximize"
+    return "minimize" if monitor == VAL_LOSS else "maximize"
 
 
 def open_storage(url: str) -> BaseStorage:

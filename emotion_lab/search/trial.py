@@ -17,10 +17,11 @@ from mlflow.entities import Run
 from emotion_lab.config import Config, TrialConfig
 from emotion_lab.store import names
 from emotion_lab.store.writer import RunLogger
-from emotion_lab.train.checkpoint import TrainState
 
 if TYPE_CHECKING:
     import optuna
+
+    from emotion_lab.train.loop import TrainState
 
 
 class TrialPruned(Exception):

@@ -33,27 +33,19 @@ log = logging.getLogger(__name__)
 
 
 class SearchSweeper(Sweeper):
-    def __init__(
-        self,
-        sampler: DictConfig,
-        pruner: DictConfig | None,
-        n_trials: int,
-        n_jobs: int,
-        storage: str | None,
-        study_name: str | None,
-        enqueue: Sequence[Any],
-        params: DictConfig | None,
-    ) -> None:
-        self.sampler_cfg = sampler
-        self.pruner_cfg = pruner
-        self.n_trials = n_trials
-        self.n_jobs = max(n_jobs, 1)
-        self.storage_url = storage
-        self.study_name = study_name
+    def __init__(self, **settings: Any) -> None:
+        """``settings``: the keys of ``SearchSweeperConf`` (hydra.sweeper.*)."""
+        self.sampler_cfg: DictConfig = settings["sampler"]
+        self.pruner_cfg: DictConfig | None = settings["pruner"]
+        self.n_trials: int = settings["n_trials"]
+        self.n_jobs = max(int(settings["n_jobs"]), 1)
+        self.storage_url: str | None = settings["storage"]
+        self.study_name: str | None = settings["study_name"]
         self.enqueue = [
-            OmegaConf.to_container(p) if isinstance(p, DictConfig) else p for p in enqueue
+            OmegaConf.to_container(p) if isinstance(p, DictConfig) else p
+            for p in settings["enqueue"]
         ]
-        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.params = {str(k): str(v) for k, v in (settings["params"] or {}).items()}
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig

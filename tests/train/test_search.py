@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from emotion_lab.search.study import open_storage
 from emotion_lab.store import names
-from tests.conftest import SMALL_DATA, run_cli, sweep_runs, tracking_uri
+from tests.conftest import SMALL_DATA, one_error_line, run_cli, sweep_runs, tracking_uri
 
 # End-to-end runs of the CLI: minutes on two cores.
 pytestmark = pytest.mark.slow
@@ -237,7 +237,5 @@ def test_a_search_where_no_trial_completes_ends_in_one_line(tmp_path: Path):
 )
 def test_a_search_that_cannot_run_says_why_in_one_line(tmp_path: Path, args: list, line: str):
     proc = run_cli(["-m", "hparams_search=optuna", *TINY, *args], tmp_path)
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert line in proc.stderr
+    assert one_error_line(proc).startswith(line)
     assert "epoch 1" not in proc.stdout + proc.stderr  # before any training
