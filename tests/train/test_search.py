@@ -50,14 +50,14 @@ def _study(cwd: Path, storage: str) -> optuna.Study:
 
 @pytest.fixture(scope="module")
 def pruning(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """Three trials on sqlite, minimising val_loss: the good learning rate first (the pruner's
-    one startup trial), then the dead one, then one TPE draws."""
+    """Two trials on sqlite, minimising val_loss: the good learning rate first (the pruner's
+    one startup trial), then the dead one."""
     cwd = tmp_path_factory.mktemp("pruning")
     storage = f"sqlite:///{cwd / 'outputs' / 'optuna.db'}"
     proc = run_cli(
         [
             *SEARCH,
-            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_trials=2",
             "trainer.monitor=val_loss",
             f"hydra.sweeper.storage={storage}",
             f"hydra.sweeper.enqueue=[{{lr: {GOOD_LR}}}, {{lr: {DEAD_LR}}}]",
@@ -84,7 +84,7 @@ def test_a_trial_that_cannot_learn_is_pruned_after_its_first_epoch(pruning: tupl
 
     _, jobs = sweep_runs(cwd)
     by_number = {int(r.data.params["trial.number"]): r for r in jobs}
-    assert sorted(by_number) == [0, 1, 2]
+    assert sorted(by_number) == [0, 1]
     pruned, finished = by_number[1], by_number[0]
     assert pruned.info.status == "FINISHED"  # resume=true must never retrain it
     assert pruned.data.tags[names.PRUNED_TAG] == "1"
@@ -103,7 +103,7 @@ def test_the_summary_and_results_list_pruned_trials_and_never_pick_one(pruning: 
     best = min(complete, key=lambda t: t.value)
     assert found["best_trial"] == best.number and found["best_value"] == best.value
     assert found["direction"] == "minimize" and found["objective"] == "best_val_loss"
-    assert sum(found["trials"].values()) == 3 and found["trials"]["pruned"] >= 1
+    assert found["trials"] == {"complete": 1, "pruned": 1}
     assert all(math.isclose(found["best_params"][k], v) for k, v in best.params.items())
 
     parents, _ = sweep_runs(cwd)
