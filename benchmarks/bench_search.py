@@ -101,7 +101,8 @@ def seed_noise(args: argparse.Namespace, params: dict, root: Path) -> list[float
     cwd.mkdir()
     seeds = ",".join(str(100 + i) for i in range(args.noise_seeds))
     fixed = [f"{k}={v!r}" for k, v in params.items()]
-    proc = run_cli(["-m", f"seed={seeds}", *fixed, *args.common], cwd, timeout=6 * 3600)
+    common = [o for o in args.common if not o.startswith("seed=")]
+    proc = run_cli(["-m", *common, *fixed, f"seed={seeds}"], cwd, timeout=6 * 3600)
     if proc.returncode != 0:
         raise SystemExit(f"the seed runs failed:\n{proc.stderr[-3000:]}")
     client = MlflowClient(f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}")
