@@ -315,6 +315,8 @@ class Config:
     """Seed of the weights, dropout and data order."""
     resume: bool = False
     """Continue interrupted jobs in their run (a sweep in its parent run); skip finished ones."""
+    resume_changed_data: bool = False
+    """With resume=true, continue a run even though its data's digest changed (edited files)."""
     debug: bool = False
     """Full tracebacks instead of one-line errors."""
     preflight: bool = True

@@ -50,6 +50,38 @@ MONITOR_PARAM = "trainer.monitor"
 DATA_SOURCE_PARAM = "data_source.{split}"
 DATA_SAMPLE_PARAM = "data_sample.{split}"
 
+# A job's dataset inputs (MLflow's Datasets column): one per split role, in MLflow's contexts, under
+# MLflow's own context tag; each named "<data>-<role>" with a digest of the rows the job used.
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+DATASET_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
+
+# Provenance of job and sweep runs: MLflow's own source tags (the UI's Source column and git
+# commit), then the command line and the package versions that ran.
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+USER_TAG = "mlflow.user"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+GIT_BRANCH_TAG = "mlflow.source.git.branch"
+GIT_REPO_URL_TAG = "mlflow.source.git.repoURL"
+GIT_DIRTY_TAG = "mlflow.source.git.dirty"
+# Why there is no commit (the code is not in a git repository, or git is missing).
+GIT_MISSING_TAG = "emotion_lab.git.missing"
+# The commit the run was started at, when a resume continued it at another.
+GIT_COMMIT_BEFORE_TAG = "emotion_lab.git.commit_before_resume"
+COMMAND_TAG = "emotion_lab.command"
+VERSION_TAG = "emotion_lab.version.{package}"
+# The uncommitted changes of a dirty checkout, as `git diff HEAD` prints them.
+GIT_DIFF_ARTIFACT = "source/git_diff.patch"
+
+# System metrics, under MLflow's own names (the run's System metrics tab).
+SYSTEM_PREFIX = "system/"
+SYSTEM_CPU = "system/cpu_utilization_percentage"
+SYSTEM_MEMORY_MB = "system/system_memory_usage_megabytes"
+SYSTEM_MEMORY_PERCENT = "system/system_memory_usage_percentage"
+SYSTEM_GPU_UTILIZATION = "system/gpu_{index}_utilization_percentage"
+SYSTEM_GPU_MEMORY_MB = "system/gpu_{index}_memory_usage_megabytes"
+SYSTEM_GPU_MEMORY_PERCENT = "system/gpu_{index}_memory_usage_percentage"
+
 # Metrics a job logs once, at its end: the monitored score of the epoch it kept (best_<monitor>).
 BEST_PREFIX = "best_"
 BEST_EPOCH_METRIC = "best_epoch"
@@ -84,6 +116,11 @@ MEASURED_METRICS = frozenset(
 )
 
 
+def is_measured(metric: str) -> bool:
+    """Whether a metric measures the machine (``MEASURED_METRICS``, and every system metric)."""
+    return metric in MEASURED_METRICS or metric.startswith(SYSTEM_PREFIX)
+
+
 # Artifacts of a job run.
 MODEL_ARTIFACT = "model"
 CONFIG_ARTIFACT = "config.yaml"
@@ -114,6 +151,11 @@ def sweep_runs_url(ui: str, experiment_id: str, sweep_id: str) -> str:
         f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs"
         f"?workflowType=machine_learning&searchFilter={search}"
     )
+
+
+def run_url(ui: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of one run."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

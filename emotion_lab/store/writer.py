@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
-from mlflow.entities import Metric, Run, RunStatus, RunTag
+from mlflow.entities import DatasetInput, Metric, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
@@ -123,6 +123,17 @@ class RunLogger:
     def directory(self, local_dir: str | Path, path: str) -> None:
         if self.run_id:
             self._deliver(partial(mlflow.log_artifacts, str(local_dir), path, run_id=self.run_id))
+
+    def inputs(self, inputs: list[DatasetInput]) -> None:
+        """The run's dataset inputs (``store.datasets``)."""
+        if self._client and inputs:
+            self._deliver(partial(self._client.log_inputs, self.run_id, datasets=inputs))
+
+    def write(self, write: Callable[[MlflowClient, str], object]) -> None:
+        """Any other write, ``write(client, run_id)``: under the lock, after the buffered ones,
+        through an outage as artifacts go."""
+        if self._client:
+            self._deliver(partial(write, self._client, self.run_id))
 
     def flush(self) -> None:
         """Send every buffered write, waiting out an outage (up to ``max_outage_s``)."""

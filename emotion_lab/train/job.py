@@ -51,6 +51,7 @@ from emotion_lab.train.loop import Training, best_epoch_record, fit, predict
 from emotion_lab.train.metrics import evaluate_logits
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.predictions import predictions_frame
+from emotion_lab.train.records import job_records, log_records
 from emotion_lab.train.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class JobContext:
     parent_run_id: str | None = None
     job_num: int | None = None
     overrides: list[str] = field(default_factory=list)
+    # Set by run_experiment on the main process: the job's MLflow run and its experiment.
+    run_id: str | None = None
+    experiment_id: str | None = None
 
 
 def resolve_precision(cfg: TrainerConfig) -> str:
@@ -101,7 +105,7 @@ def make_accelerator(cfg: TrainerConfig) -> Accelerator:
 
 
 # Keys that do not change what a job computes, so they do not change its identity.
-_NOT_JOB_IDENTITY = ("resume", "debug", "paths", "tracking")
+_NOT_JOB_IDENTITY = ("resume", "resume_changed_data", "debug", "paths", "tracking")
 
 
 def job_key(resolved: dict[str, Any]) -> str:
@@ -145,8 +149,10 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         if cfg.resume:
             previous = find_job_run(experiment_id, key)
     previous = broadcast_object_list([previous])[0]
+    job.experiment_id = experiment_id
     if previous is not None and previous.info.status == "FINISHED":
         log.info("Skipping: this job already finished in MLflow run %s.", previous.info.run_id)
+        job.run_id = previous.info.run_id
         if accelerator.is_main_process:
             _remove_leftover_checkpoint(previous)
         return _final_metrics(previous)
@@ -163,9 +169,13 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     if job.parent_run_id:
         tags[names.PARENT_TAG] = job.parent_run_id
     params = flatten(resolved) | (data.params() if data else {})
+    records = job_records(cfg, accelerator, data, previous)
+    tags |= records.tags
     with tracked_run(
         experiment_id, run_name(cfg), params, tags, cfg.tracking, resume=previous
     ) as logger:
+        log_records(logger, records, previous)
+        job.run_id = logger.run_id
         if early_error is not None:
             raise early_error
         assert data is not None

@@ -64,7 +64,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 # Overrides that do not change what a sweep runs, so they do not change its identity.
-_NOT_SWEEP_IDENTITY = ("resume", "debug")
+_NOT_SWEEP_IDENTITY = ("resume", "resume_changed_data", "debug")
 
 
 def sweep_key(overrides: list[str]) -> str:

@@ -1,0 +1,62 @@
+"""What a job's run records beside its params and metrics: its data as MLflow dataset inputs
+(``store.datasets``) and the code that ran it (``store.provenance``); and, with ``resume=true``,
+the checks that the run continues on the same data (refused otherwise) and the same commit
+(warned otherwise).
+
+Only the main process reads and writes the store; a refusal reaches every process, so that
+they stop together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from mlflow.entities import DatasetInput, Run
+
+from emotion_lab.config import Config
+from emotion_lab.data import LabeledSplits
+from emotion_lab.errors import UserError
+from emotion_lab.store import names, provenance
+from emotion_lab.store.datasets import check_same_data, dataset_inputs
+from emotion_lab.store.writer import RunLogger
+
+MODULE = "emotion_lab"
+
+
+@dataclass
+class JobRecords:
+    tags: dict[str, str] = field(default_factory=dict)
+    inputs: list[DatasetInput] = field(default_factory=list)
+
+
+def job_records(
+    cfg: Config, accelerator: Accelerator, data: LabeledSplits | None, previous: Run | None
+) -> JobRecords:
+    """The job's provenance tags and dataset inputs; refuses (``DataError``, on every process)
+    to resume ``previous`` on rows other than it started with, unless the config allows it."""
+    records, refusal = JobRecords(), None
+    if accelerator.is_main_process:
+        records.tags = provenance.source_tags(MODULE)
+        if data is not None:
+            records.inputs = dataset_inputs(data)
+        if previous is not None:
+            try:
+                check_same_data(previous, records.inputs, cfg.resume_changed_data)
+            except UserError as e:
+                refusal = e
+    refusal = broadcast_object_list([refusal])[0]
+    if refusal is not None:
+        raise refusal
+    return records
+
+
+def log_records(logger: RunLogger, records: JobRecords, previous: Run | None) -> None:
+    """Log them to the job's open run (a new run got the tags when it was created)."""
+    if previous is not None:
+        logger.tags(provenance.resumed_tags(previous.data.tags, records.tags))
+    logger.inputs(records.inputs)
+    diff = provenance.uncommitted_diff() if logger.run_id else ""
+    if diff:
+        logger.text(diff, names.GIT_DIFF_ARTIFACT)
