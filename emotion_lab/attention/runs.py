@@ -18,6 +18,7 @@ from emotion_lab.attention.stats import HeadStats
 from emotion_lab.config import DataConfig
 from emotion_lab.errors import TrackingError
 from emotion_lab.store import names
+from emotion_lab.store.annotate import log_files, log_metrics
 from emotion_lab.store.reader import (
     SELECTION_RULE,
     best_run,
@@ -25,9 +26,6 @@ from emotion_lab.store.reader import (
     search_all,
     sweep_jobs_query,
 )
-
-# MLflow takes at most 1000 metrics per call.
-BATCH = 1000
 
 
 @dataclass
@@ -124,8 +122,12 @@ def stats_metrics(stats: HeadStats, per_head: bool) -> list[Metric]:
 
 
 def log_analysis(
-    client: MlflowClient, run_id: str, local_dir: Path, artifact_path: str, metrics: list[Metric]
+    client: MlflowClient,
+    run_id: str,
+    local_dir: Path,
+    artifact_path: str,
+    metrics: list[Metric],
+    max_outage_s: float | None = None,
 ) -> None:
-    client.log_artifacts(run_id, str(local_dir), artifact_path)
-    for start in range(0, len(metrics), BATCH):
-        client.log_batch(run_id, metrics=metrics[start : start + BATCH])
+    log_files(client, run_id, [local_dir], artifact_path, max_outage_s)
+    log_metrics(client, run_id, metrics, max_outage_s)

@@ -66,3 +66,7 @@ def main(dcfg: DictConfig) -> None:
     if report.registered is not None:
         v = report.registered
         print(f"Registered model {v.name!r} version {v.version} from run {v.run_id}.")
+        if dcfg.alias:
+            before = report.alias_before
+            held = f"version {before.version} held it before" if before else "no version held it"
+            print(f"Alias @{dcfg.alias} now points at version {v.version} ({held}).")

@@ -19,6 +19,8 @@ class CompareConfig:
     """Register the best run's model (chosen on validation) in the MLflow model registry."""
     registered_model: str = "emotion_lab"
     """Name of the registered model a new version is added to."""
+    alias: str = "champion"
+    """Alias the new version takes (models:/<registered_model>@<alias>); empty = none."""
     a: list[str] = field(default_factory=list)
     """First compared configuration as key:value items, a=[init:pretrained,lr:1e-4]; keys left
     out are chosen on validation. Empty: the best of each value of the first swept key."""

@@ -10,7 +10,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from emotion_lab.compare import figures
@@ -28,6 +27,7 @@ from emotion_lab.compare.runs import SweepRuns, read_sweep
 from emotion_lab.compare.table import best_row, markdown, run_table
 from emotion_lab.errors import TrackingError, UserError, one_line
 from emotion_lab.store import names
+from emotion_lab.store.annotate import log_files, register_version
 from emotion_lab.store.connection import open_for_reading, ui_address
 from emotion_lab.store.reader import (
     SELECTION_RULE,
@@ -67,6 +67,8 @@ class Report:
     # The MLflow UI's Runs view of this sweep.
     ui_url: str = ""
     registered: ModelVersion | None = None
+    # The version that held the alias before ``registered`` took it, if one did.
+    alias_before: ModelVersion | None = None
     files: list[Path] = field(default_factory=list)
     # Runs of the sweep still RUNNING in MLflow whose heartbeat stopped.
     stale: list[RunningRun] = field(default_factory=list)
@@ -278,9 +280,10 @@ def _compare_two(
 
 
 def register_best(
-    client: MlflowClient, best: pd.Series | None, name: str, sweep_id: str
-) -> ModelVersion:
-    """A new version of registered model ``name``, pointing at the best run's ``model/``."""
+    client: MlflowClient, best: pd.Series | None, cfg: CompareConfig, sweep_id: str
+) -> tuple[ModelVersion, ModelVersion | None]:
+    """A new version of registered model ``cfg.registered_model``, pointing at the best run's
+    ``model/``, given the alias ``cfg.alias``; and the version that held the alias before."""
     if best is None:
         raise TrackingError(f"register=true: sweep {sweep_id} has no finished run to register.")
     if names.MODEL_ARTIFACT not in {a.path for a in client.list_artifacts(best.run_id)}:
@@ -289,22 +292,20 @@ def register_best(
             "(it was trained with tracking.log_model=false)."
         )
     check_safe_weights(client, best.run_id)
-    try:
-        if not client.search_registered_models(f"name = '{name}'"):
-            client.create_registered_model(name)
-        return client.create_model_version(
-            name,
-            source=f"{client.get_run(best.run_id).info.artifact_uri}/{names.MODEL_ARTIFACT}",
-            run_id=best.run_id,
-            tags={
-                names.SWEEP_TAG: sweep_id,
-                "selected_by": SELECTION_RULE,
-                "val_accuracy": f"{best.val_accuracy:.4f}",
-                "test_accuracy": f"{best.test_accuracy:.4f}",
-            },
-        )
-    except MlflowException as e:
-        raise TrackingError(f"register=true: cannot register {name!r}: {e}") from e
+    return register_version(
+        client,
+        cfg.registered_model,
+        source=f"{client.get_run(best.run_id).info.artifact_uri}/{names.MODEL_ARTIFACT}",
+        run_id=best.run_id,
+        tags={
+            names.SWEEP_TAG: sweep_id,
+            "selected_by": SELECTION_RULE,
+            "val_accuracy": f"{best.val_accuracy:.4f}",
+            "test_accuracy": f"{best.test_accuracy:.4f}",
+        },
+        alias=cfg.alias or None,
+        max_outage_s=cfg.tracking.max_outage_s,
+    )
 
 
 def compare(cfg: CompareConfig) -> Report:
@@ -334,12 +335,13 @@ def compare(cfg: CompareConfig) -> Report:
         ),
     )
     report.files = write_files(sweep, report)
-    for path in report.files:
-        client.log_artifact(parent_id, str(path), ARTIFACT_DIR)
+    log_files(client, parent_id, report.files, ARTIFACT_DIR, cfg.tracking.max_outage_s)
     ours = {sweep.parent.info.run_id, *(r.info.run_id for r in sweep.jobs)}
     report.stale = [
         r for r in stale_runs(client, experiment.experiment_id) if r.run.info.run_id in ours
     ]
     if cfg.register:
-        report.registered = register_best(client, report.best, cfg.registered_model, sweep.sweep_id)
+        report.registered, report.alias_before = register_best(
+            client, report.best, cfg, sweep.sweep_id
+        )
     return report
