@@ -288,9 +288,19 @@ class TrackingConfig:
     """Log the best epoch's model (weights and tokenizer) as the run's model/ artifact."""
     max_outage_s: float = 600.0
     """Seconds a job trains on, metrics buffered, while the server is away; then it stops."""
+    system_metrics: bool = True
+    """Sample CPU, memory (and GPU) use into the run's system/ metrics (System metrics tab)."""
+    system_metrics_interval_s: float = 10.0
+    """Seconds between two system-metrics samples (one more at the job's start and end)."""
 
     def __post_init__(self) -> None:
         _require(self.max_outage_s > 0, "tracking.max_outage_s", self.max_outage_s, "> 0 seconds")
+        _require(
+            self.system_metrics_interval_s > 0,
+            "tracking.system_metrics_interval_s",
+            self.system_metrics_interval_s,
+            "> 0 seconds",
+        )
 
 
 @dataclass

@@ -13,6 +13,8 @@ from emotion_lab.config import PathsConfig, TrackingConfig, _require
 class CompareConfig:
     sweep: str = "latest"
     """A sweep id (its folder name under outputs/multirun/) or latest."""
+    sweeps: list[str] = field(default_factory=list)
+    """Sweep ids whose jobs are pooled into one report (sweeps=[a,b]); set, it replaces sweep."""
     output_dir: str | None = None
     """Where the report is written; null = <paths.outputs>/compare/<sweep id>."""
     register: bool = False

@@ -23,7 +23,7 @@ from emotion_lab.compare.groups import (
     make_groups,
 )
 from emotion_lab.compare.paired import Comparison, choose_pair, compare_pair
-from emotion_lab.compare.runs import SweepRuns, read_sweep
+from emotion_lab.compare.runs import SweepRuns, read_sweep, read_sweeps
 from emotion_lab.compare.table import best_row, markdown, run_table
 from emotion_lab.errors import TrackingError, UserError, one_line
 from emotion_lab.store import names
@@ -67,6 +67,8 @@ class Report:
     # The MLflow UI's Runs view of this sweep.
     ui_url: str = ""
     registered: ModelVersion | None = None
+    # Other sweeps pooled into this report (sweeps=[a,b]).
+    pooled: list[str] = field(default_factory=list)
     # The version that held the alias before ``registered`` took it, if one did.
     alias_before: ModelVersion | None = None
     files: list[Path] = field(default_factory=list)
@@ -170,6 +172,11 @@ def _summary(sweep: SweepRuns, report: Report, keys: list[str], curves: pd.DataF
     lines = [
         f"# Sweep {sweep.sweep_id}",
         "",
+        *(
+            [f"Pooled with the jobs of sweep(s) {', '.join(sweep.pooled)}.", ""]
+            if sweep.pooled
+            else []
+        ),
         f"Parent run `{sweep.parent.info.run_id}`; {done} finished, {len(table) - done} not "
         f"finished; swept: {', '.join(sweep.swept) or 'nothing'}. Validation numbers are those "
         "of each run's best epoch.",
@@ -310,7 +317,10 @@ def register_best(
 
 def compare(cfg: CompareConfig) -> Report:
     client, experiment = open_for_reading(cfg.tracking)
-    sweep = read_sweep(client, experiment.experiment_id, cfg.sweep)
+    if cfg.sweeps:
+        sweep = read_sweeps(client, experiment.experiment_id, cfg.sweeps)
+    else:
+        sweep = read_sweep(client, experiment.experiment_id, cfg.sweep)
     table = run_table(sweep)
     keys = group_keys(sweep.swept)
     groups = make_groups(sweep.jobs, keys)
@@ -329,6 +339,7 @@ def compare(cfg: CompareConfig) -> Report:
         groups=group_table(table, keys) if names.SEED_PARAM in sweep.swept else None,
         comparison=comparison,
         comparison_note=note,
+        pooled=sweep.pooled,
         classes=classes_line(sweep),
         ui_url=names.sweep_runs_url(
             ui_address(client.tracking_uri), experiment.experiment_id, sweep.sweep_id

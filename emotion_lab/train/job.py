@@ -49,6 +49,7 @@ from emotion_lab.train.checkpoint import Checkpointer, TrainState
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, best_epoch_record, fit, predict
 from emotion_lab.train.metrics import evaluate_logits
+from emotion_lab.train.mlflow_model import add_mlflow_model, example_input, log_logged_model
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.predictions import predictions_frame
 from emotion_lab.train.records import job_records, log_records
@@ -361,7 +362,15 @@ def test_and_log(
             with tempfile.TemporaryDirectory() as tmp:
                 accelerator.unwrap_model(training.model).save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
+                add_mlflow_model(
+                    Path(tmp),
+                    label_names,
+                    cfg.data.text_columns,
+                    cfg.model.max_length,
+                    example_input(splits.test_texts[0], cfg.data.text_columns),
+                )
                 fault_point("model_artifact")
                 logger.directory(tmp, names.MODEL_ARTIFACT)
                 fault_point("model_artifact")
+                log_logged_model(logger, Path(tmp), metrics, state.step)
     return metrics
