@@ -291,7 +291,7 @@ class TrackingConfig:
     system_metrics: bool = True
     """Sample CPU, memory (and GPU) use into the run's system/ metrics (System metrics tab)."""
     system_metrics_interval_s: float = 10.0
-    """Seconds between two system-metrics samples (one more at the job's start and end)."""
+    """Seconds between two system-metrics samples (and one more at the job's end)."""
 
     def __post_init__(self) -> None:
         _require(self.max_outage_s > 0, "tracking.max_outage_s", self.max_outage_s, "> 0 seconds")

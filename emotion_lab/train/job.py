@@ -53,6 +53,7 @@ from emotion_lab.train.mlflow_model import add_mlflow_model, example_input, log_
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.predictions import predictions_frame
 from emotion_lab.train.records import job_records, log_records
+from emotion_lab.train.system_metrics import follow_system_metrics
 from emotion_lab.train.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         experiment_id, run_name(cfg), params, tags, cfg.tracking, resume=previous
     ) as logger:
         log_records(logger, records, previous)
+        follow_system_metrics(logger, cfg.tracking, accelerator.device)
         job.run_id = logger.run_id
         if early_error is not None:
             raise early_error
