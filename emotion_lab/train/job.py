@@ -177,7 +177,6 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         experiment_id, run_name(cfg), params, tags, cfg.tracking, resume=previous
     ) as logger:
         log_records(logger, records, previous)
-        follow_system_metrics(logger, cfg.tracking, accelerator.device)
         job.run_id = logger.run_id
         if early_error is not None:
             raise early_error
@@ -188,6 +187,8 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
             ckpt_root = (Path(cfg.paths.outputs) / "checkpoints" / run_id).resolve()
             logger.tags({names.CHECKPOINT_DIR_TAG: str(ckpt_root)})
             logger.spool_to(ckpt_root / PENDING_FILE)
+        # After the spool: a resumed run's samples number on after those it already holds.
+        follow_system_metrics(logger, cfg.tracking, accelerator.device)
         logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
         watch.lap("start")

@@ -60,3 +60,15 @@ def log_records(logger: RunLogger, records: JobRecords, previous: Run | None) ->
     diff = provenance.uncommitted_diff() if logger.run_id else ""
     if diff:
         logger.text(diff, names.GIT_DIFF_ARTIFACT)
+
+
+def sweep_records(run_id: str, previous: Run | None) -> None:
+    """The provenance of a sweep's parent run: its tags (a resumed sweep's updated, with the
+    commit warning) and the uncommitted diff."""
+    logger = RunLogger(run_id)
+    tags = provenance.source_tags(MODULE)
+    logger.tags(tags if previous is None else provenance.resumed_tags(previous.data.tags, tags))
+    diff = provenance.uncommitted_diff()
+    if diff:
+        logger.text(diff, names.GIT_DIFF_ARTIFACT)
+    logger.flush()

@@ -246,6 +246,9 @@ class SweepCallback(Callback):
             info["sweep_id"] = previous.data.tags[names.SWEEP_TAG]
             info["parent_run_id"] = previous.info.run_id
         fault_point("sweep_start")
+        from emotion_lab.train.records import sweep_records
+
+        sweep_records(info["parent_run_id"], previous)
         info["experiment_id"] = experiment_id
         info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
         _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
