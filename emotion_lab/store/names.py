@@ -95,6 +95,8 @@ PHASES = ("start", "data", "model", "fit", "finish")
 # The job's peak memory, logged at its end: CUDA's max_memory_allocated on a GPU, else the
 # process's max RSS (docs/benchmarks.md compares it with the Trainer's).
 PEAK_MEMORY_MB = "peak_memory_mb"
+# Seconds a job spent on its dataset inputs, provenance and system-metrics samples.
+RECORDS_SECONDS = "records_seconds"
 
 
 def phase_metric(phase: str) -> str:
@@ -111,6 +113,7 @@ MEASURED_METRICS = frozenset(
         "train_seconds",
         "wall_seconds",
         PEAK_MEMORY_MB,
+        RECORDS_SECONDS,
         *(phase_metric(phase) for phase in PHASES),
     }
 )

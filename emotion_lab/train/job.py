@@ -188,7 +188,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
             logger.tags({names.CHECKPOINT_DIR_TAG: str(ckpt_root)})
             logger.spool_to(ckpt_root / PENDING_FILE)
         # After the spool: a resumed run's samples number on after those it already holds.
-        follow_system_metrics(logger, cfg.tracking, accelerator.device)
+        records.sampler = follow_system_metrics(logger, cfg.tracking, accelerator.device)
         logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
         watch.lap("start")
@@ -219,6 +219,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         metrics["wall_seconds"] = time.perf_counter() - wall_start
         finals = {"wall_seconds": metrics["wall_seconds"], **watch.metrics()}
         finals[names.PEAK_MEMORY_MB] = peak_memory_mb(accelerator)
+        finals[names.RECORDS_SECONDS] = records.cost_s()
         logger.metrics(finals, step=ckpt.state.step)
         logger.flush()
         accelerator.wait_for_everyone()

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 from mlflow.utils.time import get_current_time_millis
@@ -68,14 +69,21 @@ def add_mlflow_model(
     """Make ``folder`` (a ``save_pretrained`` folder) an MLflow pyfunc model as well."""
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "mlflow"
-        mlflow.pyfunc.save_model(
-            path=str(target),
-            python_model=str(MODEL_CODE),
-            signature=signature(label_names, text_columns),
-            input_example=pd.DataFrame([example]),
-            pip_requirements=pip_requirements(),
-            model_config={"max_length": max_length, "text_columns": text_columns},
-        )
+        with warnings.catch_warnings():
+            # MLflow asks for type hints on predict; the logged signature says what it takes.
+            warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
+            mlflow.pyfunc.save_model(
+                path=str(target),
+                python_model=str(MODEL_CODE),
+                signature=signature(label_names, text_columns),
+                input_example=pd.DataFrame([example]),
+                pip_requirements=pip_requirements(),
+                model_config={"max_length": max_length, "text_columns": text_columns},
+            )
+        # MLflow records where the code came from; it loads the copy beside MLmodel by name.
+        meta = Model.load(str(target))
+        meta.flavors["python_function"]["model_code_path"] = MODEL_CODE.name
+        meta.save(str(target / "MLmodel"))
         for item in target.iterdir():
             shutil.move(str(item), folder / item.name)
 

@@ -9,6 +9,7 @@ they stop together.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from accelerate import Accelerator
@@ -21,6 +22,7 @@ from emotion_lab.errors import UserError
 from emotion_lab.store import names, provenance
 from emotion_lab.store.datasets import check_same_data, dataset_inputs
 from emotion_lab.store.writer import RunLogger
+from emotion_lab.train.system_metrics import SystemSampler
 
 MODULE = "emotion_lab"
 
@@ -29,6 +31,12 @@ MODULE = "emotion_lab"
 class JobRecords:
     tags: dict[str, str] = field(default_factory=dict)
     inputs: list[DatasetInput] = field(default_factory=list)
+    # Time spent making and logging them, and the system-metrics sampler's (their cost).
+    seconds: float = 0.0
+    sampler: SystemSampler | None = None
+
+    def cost_s(self) -> float:
+        return self.seconds + (self.sampler.seconds if self.sampler else 0.0)
 
 
 def job_records(
@@ -36,6 +44,7 @@ def job_records(
 ) -> JobRecords:
     """The job's provenance tags and dataset inputs; refuses (``DataError``, on every process)
     to resume ``previous`` on rows other than it started with, unless the config allows it."""
+    start = time.perf_counter()
     records, refusal = JobRecords(), None
     if accelerator.is_main_process:
         records.tags = provenance.source_tags(MODULE)
@@ -46,6 +55,7 @@ def job_records(
                 check_same_data(previous, records.inputs, cfg.resume_changed_data)
             except UserError as e:
                 refusal = e
+    records.seconds = time.perf_counter() - start
     refusal = broadcast_object_list([refusal])[0]
     if refusal is not None:
         raise refusal
@@ -54,12 +64,14 @@ def job_records(
 
 def log_records(logger: RunLogger, records: JobRecords, previous: Run | None) -> None:
     """Log them to the job's open run (a new run got the tags when it was created)."""
+    start = time.perf_counter()
     if previous is not None:
         logger.tags(provenance.resumed_tags(previous.data.tags, records.tags))
     logger.inputs(records.inputs)
     diff = provenance.uncommitted_diff() if logger.run_id else ""
     if diff:
         logger.text(diff, names.GIT_DIFF_ARTIFACT)
+    records.seconds += time.perf_counter() - start
 
 
 def sweep_records(run_id: str, previous: Run | None) -> None:

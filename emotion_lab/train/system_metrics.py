@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 import psutil
@@ -68,10 +69,13 @@ class SystemSampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._cpu = psutil.cpu_times()
+        # Time spent sampling (in this thread), for the job's records_seconds.
+        self.seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="system-metrics", daemon=True)
         self._thread.start()
 
     def _take(self) -> None:
+        start = time.perf_counter()
         try:
             cpu = psutil.cpu_times()
             values = {names.SYSTEM_CPU: cpu_percent(self._cpu, cpu), **sample(self.device)}
@@ -84,6 +88,7 @@ class SystemSampler:
         with self._lock:
             self._samples += [Metric(k, v, now, self._step) for k, v in values.items()]
             self._step += 1
+        self.seconds += time.perf_counter() - start
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -105,9 +110,11 @@ class SystemSampler:
 
 def follow_system_metrics(
     logger: RunLogger, cfg: TrackingConfig, device: torch.device | None
-) -> None:
+) -> SystemSampler | None:
     """Sample into the logger's run (not on non-main processes, nor with the key off)."""
     if not (cfg.system_metrics and logger.run_id):
-        return
+        return None
     done = [step for key, step in logger.logged if key == names.SYSTEM_CPU]
-    logger.follow(SystemSampler(cfg.system_metrics_interval_s, device, max(done, default=-1) + 1))
+    sampler = SystemSampler(cfg.system_metrics_interval_s, device, max(done, default=-1) + 1)
+    logger.follow(sampler)
+    return sampler

@@ -251,7 +251,7 @@ def test_compare_pools_two_sweeps_and_registers_the_champion(store: dict, tmp_pa
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Alias @champion now points at version 2 (version 1 held it before)." in again.stdout
     champion = store["client"].get_model_version_by_alias("emotion_lab", "champion")
-    assert champion.version == "2"
+    assert str(champion.version) == "2"
 
     by_alias = _predict_cli(store, tmp_path, "model_uri=models:/emotion_lab@champion")
     by_run = _predict_cli(store, tmp_path, f"run_id={champion.run_id}")

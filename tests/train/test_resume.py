@@ -99,7 +99,8 @@ def test_resume_refuses_a_run_whose_data_file_changed_unless_told(tmp_path: Path
     rows.to_csv(data, index=False)
     args = [*ARGS[:2], f"data.path={data}", "trainer.epochs=1", "trainer.batch_size=8"]
     args += ["trainer.mixed_precision=no", "trainer.checkpoint_every_n_steps=2"]
-    _killed_at(tmp_path, "train_step:4", *args)
+    killed_proc = run_cli(args, tmp_path, env={ENV: "train_step:4"})
+    assert killed_proc.returncode == -signal.SIGKILL, killed_proc.stderr[-2000:]
     (killed,) = sweep_runs(tmp_path)[1]
     assert killed.info.status == "RUNNING"
 
