@@ -128,14 +128,20 @@ def log_logged_model(logger: RunLogger, folder: Path, metrics: dict[str, float],
         client.finalize_logged_model(model_id, LoggedModelStatus.READY)
         client.log_outputs(run_id, [LoggedModelOutput(model_id, step)])
         test_name, test_digest = _test_dataset(client, run_id)
-        now = get_current_time_millis()
-        linked = [
-            Metric(key, float(value), now, step, model_id, test_name, test_digest)
-            if key.startswith("test_")
-            else Metric(key, float(value), now, step, model_id)
-            for key, value in metrics.items()
-            if key.startswith(("test_", names.BEST_PREFIX))
-        ]
+        linked = []
+        for key, value in metrics.items():
+            if not key.startswith(("test_", names.BEST_PREFIX)):
+                continue
+            # The run holds the value already: with its timestamp, MLflow links it to the model
+            # without a second point in the run's history.
+            logged = [
+                m.timestamp
+                for m in client.get_metric_history(run_id, key)
+                if m.step == step and m.value == float(value)
+            ]
+            when = logged[-1] if logged else get_current_time_millis()
+            dataset = (test_name, test_digest) if key.startswith("test_") else (None, None)
+            linked.append(Metric(key, float(value), when, step, model_id, *dataset))
         client.log_batch(run_id, metrics=linked, synchronous=True)
 
     logger.write(upload)

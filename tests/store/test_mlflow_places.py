@@ -323,7 +323,7 @@ def test_the_ui_shows_the_sweeps_jobs_their_datasets_system_metrics_and_signatur
         i.dataset for i in jobs[0].inputs.dataset_inputs if i.dataset.name.endswith("train")
     )
     job = jobs[0]
-    with Browser(chromium) as browser:
+    with Browser(chromium, height=1250) as browser:
         browser.open(link.replace("http://127.0.0.1:5000", mlflow_ui))
         browser.wait_for_text(f"sweep {store['a']}", "python -m emotion_lab")
         browser.click_selector('button[aria-label="Close"]')  # the assistant's side panel
