@@ -15,21 +15,39 @@ import warnings
 from pathlib import Path
 
 import datasets
-import pandas as pd
-from mlflow.data.huggingface_dataset import HuggingFaceDataset
+import pyarrow as pa
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Dataset, DatasetInput, InputTag, Run
+from mlflow.models import infer_signature
+from mlflow.types import Schema
 
 from emotion_lab.data.sources import Origin
 from emotion_lab.data.splits import LabeledSplits
 from emotion_lab.errors import DataError
 from emotion_lab.store import names
 
+# Rows the schema is read from: every column is typed by its values.
+_SCHEMA_ROWS = 100
+
 
 def digest(ds: datasets.Dataset) -> str:
-    """A content hash of the rows, in order: every column's values, row by row."""
-    rows = pd.util.hash_pandas_object(ds.to_pandas(), index=False).to_numpy()
-    return hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+    """A content hash of the rows, in order: every column's values and types, as one Arrow
+    stream (the rows taken out of their source, in one chunk, so the cut of the file into
+    chunks does not count)."""
+    table = ds.with_format("arrow")[:].combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
+
+
+def schema(ds: datasets.Dataset) -> Schema:
+    """The columns' MLflow types, read off the first rows."""
+    head = ds.select(range(min(len(ds), _SCHEMA_ROWS))).to_pandas()
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values: labels never do.
+        warnings.simplefilter("ignore", UserWarning)
+        return infer_signature(head).inputs
 
 
 def _base_name(origin: Origin) -> str:
@@ -56,18 +74,13 @@ def dataset_inputs(data: LabeledSplits) -> list[DatasetInput]:
     inputs = []
     splits = {"train": data.train, "validation": data.validation, "test": data.test}
     for role, ds in splits.items():
-        origin = data.located[role]
-        found = HuggingFaceDataset(ds=ds, source=_source(origin), targets=data.cfg.label_column)
-        with warnings.catch_warnings():
-            # MLflow's hint that integer columns cannot hold missing values: labels never do.
-            warnings.simplefilter("ignore", UserWarning)
-            schema = found.schema
+        source = _source(data.located[role])
         entity = Dataset(
-            name=f"{_base_name(origin)}-{role}",
+            name=f"{_base_name(data.located[role])}-{role}",
             digest=digest(ds),
-            source_type=found.source._get_source_type(),
-            source=found.source.to_json(),
-            schema=None if schema is None else json.dumps({"mlflow_colspec": schema.to_dict()}),
+            source_type=source._get_source_type(),
+            source=source.to_json(),
+            schema=json.dumps({"mlflow_colspec": schema(ds).to_dict()}),
             # The rows used; MLflow's own profile would give the size of the whole source.
             profile=json.dumps({"num_rows": len(ds)}),
         )

@@ -42,6 +42,19 @@ ARGS = [
 TEXTS = ["i feel so lucky to have such wonderful friends", "i am furious about this", "meh"]
 
 
+def _serving(proc: subprocess.Popen, url: str, log: Path, timeout: float = 300) -> None:
+    """Wait until the server ``proc`` answers ``url`` (it logs to ``log``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        try:
+            if requests.get(url, timeout=5).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.5)
+
+
 def _sweep_id(stdout: str) -> str:
     line = next(x for x in stdout.splitlines() if x.startswith("Sweep "))
     return line.split()[1].rstrip(":")
@@ -203,15 +216,7 @@ def test_mlflow_models_serve_answers_as_predict_does(store: dict, tmp_path: Path
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        _serving(server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log")
         reply = requests.post(
             f"http://127.0.0.1:{port}/invocations",
             json={"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}},
@@ -258,23 +263,6 @@ def test_compare_pools_two_sweeps_and_registers_the_champion(store: dict, tmp_pa
     pd.testing.assert_frame_equal(by_alias, by_run)
 
 
-def test_a_single_job_ends_with_its_scores_and_link(store: dict, tmp_path: Path):
-    proc = run_cli([*ARGS, "tracking.system_metrics=false"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(tracking_uri(tmp_path))
-    (run,) = client.search_runs([client.get_experiment_by_name("emotion_lab").experiment_id])
-    m = run.data.metrics
-    block = proc.stdout.strip().splitlines()[-3:]
-    assert block == [
-        f"Job finished (epoch {m['best_epoch']:.0f}, chosen on validation): test_accuracy "
-        f"{m['test_accuracy']:.4f}, test_macro_f1 {m['test_macro_f1']:.4f}",
-        f"Run {run.info.run_name} ({run.info.run_id})",
-        f"In the MLflow UI: http://127.0.0.1:5000/#/experiments/"
-        f"{run.info.experiment_id}/runs/{run.info.run_id}",
-    ]
-    assert not any(k.startswith(names.SYSTEM_PREFIX) for k in m)
-
-
 @pytest.fixture
 def mlflow_ui(store: dict, tmp_path: Path):
     """A live ``mlflow ui`` over the store, on 127.0.0.1; yields its address."""
@@ -285,15 +273,7 @@ def mlflow_ui(store: dict, tmp_path: Path):
     ui = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert ui.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
-            try:
-                if requests.get(address, timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        _serving(ui, address, tmp_path / "ui.log")
         yield address
     finally:
         ui.terminate()

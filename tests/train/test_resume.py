@@ -91,7 +91,8 @@ def test_resume_skips_finished_jobs(tmp_path: Path):
 @pytest.mark.slow
 def test_resume_refuses_a_run_whose_data_file_changed_unless_told(tmp_path: Path):
     """Killed mid-epoch, then its CSV is edited: resume=true refuses in one line, before any
-    training; resume_changed_data=true continues the run on the new rows (both digests kept)."""
+    training; resume_changed_data=true continues the run on the new rows (both digests kept)
+    and, a single job, ends with its short block."""
     import pandas as pd
 
     rows = pd.read_parquet(next(EMOTION.glob("split/train-*.parquet"))).head(150)
@@ -123,3 +124,12 @@ def test_resume_refuses_a_run_whose_data_file_changed_unless_told(tmp_path: Path
         if any(t.value == "training" for t in i.tags)
     }
     assert len(training) == 2
+    # A single job ends with one short block: the kept epoch's scores, the run, its UI link.
+    m = run.data.metrics
+    assert resumed.stdout.strip().splitlines()[-3:] == [
+        f"Job finished (epoch {m['best_epoch']:.0f}, chosen on validation): test_accuracy "
+        f"{m['test_accuracy']:.4f}, test_macro_f1 {m['test_macro_f1']:.4f}",
+        f"Run {run.info.run_name} ({run.info.run_id})",
+        f"In the MLflow UI: http://127.0.0.1:5000/#/experiments/"
+        f"{run.info.experiment_id}/runs/{run.info.run_id}",
+    ]
