@@ -100,7 +100,12 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
             folder.mkdir(parents=True, exist_ok=True)
             # First: a wrong layer or head fails before the long pass.
             analysis.draw_example(
-                loaded, encoded[cfg.example_index], cfg.layer, cfg.head, folder, cfg.bertviz
+                loaded,
+                encoded[cfg.example_index],
+                layer=cfg.layer,
+                head=cfg.head,
+                out_dir=folder,
+                bertviz=cfg.bertviz,
             )
             stats = analysis.head_statistics(loaded, encoded, cfg.batch_size)
             # A run's model is a trained classifier: its classes and its verdict on the text.
@@ -110,7 +115,12 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
                 else analysis.example_prediction(loaded, encoded[cfg.example_index])
             )
             summary = analysis.write_model_analysis(
-                loaded.name, stats, folder, cfg.top_words, cfg.min_word_count, prediction
+                loaded.name,
+                stats,
+                folder,
+                top_words=cfg.top_words,
+                min_count=cfg.min_word_count,
+                prediction=prediction,
             )
         print(summary, flush=True)
         if ref is not None:
@@ -125,7 +135,7 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
         (name_a, a), (name_b, b) = results
         folder = output_dir / "compare"
         text = analysis.write_comparison(
-            (name_a, name_b), a, b, folder, cfg.top_words, cfg.min_word_count
+            (name_a, name_b), a, b, folder, top_words=cfg.top_words, min_count=cfg.min_word_count
         )
         print(text, flush=True)
         target_path = f"{ARTIFACT_DIR}/{_folder(name_a)}_vs_{_folder(name_b)}"

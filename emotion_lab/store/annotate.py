@@ -91,7 +91,7 @@ def log_metrics(
         _write(client, write, f"logging metrics to run {run_id}", max_outage_s)
 
 
-def register_version(
+def register_version(  # noqa: PLR0913 - the version's fields, its alias, the outage limit
     client: MlflowClient,
     name: str,
     source: str,

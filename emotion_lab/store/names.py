@@ -1,5 +1,6 @@
-"""The MLflow contract: every tag, param and artifact name that training writes and the reading
-commands (compare, predict, attention) look up. Defined here once, used by name everywhere."""
+"""The MLflow contract: every tag, param, metric and artifact name that training writes and the
+reading commands (compare, predict, attention) look up, and the tuples of scores they show.
+Defined here once, used by name everywhere."""
 
 from __future__ import annotations
 
@@ -82,6 +83,19 @@ SYSTEM_GPU_UTILIZATION = "system/gpu_{index}_utilization_percentage"
 SYSTEM_GPU_MEMORY_MB = "system/gpu_{index}_memory_usage_megabytes"
 SYSTEM_GPU_MEMORY_PERCENT = "system/gpu_{index}_memory_usage_percentage"
 
+# Validation metrics, logged at each epoch's end; the ones trainer.monitor may name.
+VAL_ACCURACY = "val_accuracy"
+VAL_MACRO_F1 = "val_macro_f1"
+VAL_LOSS = "val_loss"
+MONITORS = (VAL_ACCURACY, VAL_MACRO_F1, VAL_LOSS)
+# Test metrics, logged once at the job's end.
+TEST_ACCURACY = "test_accuracy"
+TEST_MACRO_F1 = "test_macro_f1"
+# The scores every summary of runs shows: the kept epoch's validation numbers, then the test
+# numbers. SCORES name them as a reading command shows them; LOGGED_SCORES (below) are the
+# final metrics a job logs for them.
+SCORES = (VAL_ACCURACY, VAL_MACRO_F1, TEST_ACCURACY, TEST_MACRO_F1)
+
 # Metrics a job logs once, at its end: the monitored score of the epoch it kept (best_<monitor>).
 BEST_PREFIX = "best_"
 BEST_EPOCH_METRIC = "best_epoch"
@@ -97,6 +111,14 @@ PHASES = ("start", "data", "model", "fit", "finish")
 PEAK_MEMORY_MB = "peak_memory_mb"
 # Seconds a job spent on its dataset inputs, provenance and system-metrics samples.
 RECORDS_SECONDS = "records_seconds"
+
+
+def logged_score(score: str) -> str:
+    """The final metric a job logs for a score: ``best_val_*`` for validation, else itself."""
+    return BEST_PREFIX + score if score.startswith("val_") else score
+
+
+LOGGED_SCORES = tuple(logged_score(s) for s in SCORES)
 
 
 def phase_metric(phase: str) -> str:
