@@ -160,6 +160,9 @@ VAL_PREDICTIONS = "validation.parquet"
 # (class indices), and one softmax probability per class, named PROB_PREFIX + label name.
 PRED_ROW, PRED_TEXT, PRED_LABEL, PRED_PREDICTED = "row", "text", "label", "pred"
 PROB_PREFIX = "prob_"
+# The predicted label and its probability: columns of predict's output files and of the MLflow
+# model's output (its signature), beside one PROB_PREFIX + label name per class.
+PREDICTED_LABEL, PREDICTED_PROB = "predicted_label", "predicted_prob"
 # Artifacts of a sweep's parent run.
 SWEEP_SUMMARY_ARTIFACT = "sweep_summary.md"
 COMPARE_ARTIFACT_DIR = "compare"

@@ -22,8 +22,8 @@ def job_end_block(
     kept = f" (epoch {epoch:.0f}, chosen on validation)" if epoch is not None else ""
     url = names.run_url(ui_address(resolve_uri(tracking_uri)), experiment_id, run_id)
     return redact(
-        f"\nJob finished{kept}: test_accuracy {metrics['test_accuracy']:.4f}, "
-        f"test_macro_f1 {metrics['test_macro_f1']:.4f}\n"
+        f"\nJob finished{kept}: test_accuracy {metrics[names.TEST_ACCURACY]:.4f}, "
+        f"test_macro_f1 {metrics[names.TEST_MACRO_F1]:.4f}\n"
         f"Run {run_name} ({run_id})\n"
         f"In the MLflow UI: {url}\n"
     )

@@ -41,7 +41,7 @@ MODEL_TYPE = "emotion_lab text classifier"
 
 def signature(label_names: list[str], text_columns: list[str]) -> ModelSignature:
     """Texts (or the two texts of a pair) in; label, its probability and each class's out."""
-    outputs = [ColSpec("string", "predicted_label"), ColSpec("double", "predicted_prob")]
+    outputs = [ColSpec("string", names.PREDICTED_LABEL), ColSpec("double", names.PREDICTED_PROB)]
     outputs += [ColSpec("double", f"{names.PROB_PREFIX}{name}") for name in label_names]
     return ModelSignature(Schema([ColSpec("string", c) for c in text_columns]), Schema(outputs))
 
