@@ -287,15 +287,46 @@ class TrackingConfig:
     """Log the best epoch's model (weights and tokenizer) as the run's model/ artifact."""
     max_outage_s: float = 600.0
     """Seconds a job trains on, metrics buffered, while the server is away; then it stops."""
+    system_metrics: bool = True
+    """Sample CPU, memory (and GPU) use into the run's system/ metrics (System metrics tab)."""
+    system_metrics_interval_s: float = 10.0
+    """Seconds between two system-metrics samples (and one more at the job's end)."""
 
     def __post_init__(self) -> None:
         _require(self.max_outage_s > 0, "tracking.max_outage_s", self.max_outage_s, "> 0 seconds")
+        _require(
+            self.system_metrics_interval_s > 0,
+            "tracking.system_metrics_interval_s",
+            self.system_metrics_interval_s,
+            "> 0 seconds",
+        )
 
 
 @dataclass
 class PathsConfig:
     outputs: str = "outputs"
     """Folder for Hydra's run folders, checkpoints and the default store (relative to the cwd)."""
+
+
+@dataclass
+class TrialConfig:
+    """Set by the search sweeper (hparams_search=optuna) on each job it launches."""
+
+    storage: str | None = None
+    """The Optuna storage of the search this job is a trial of; null = not a trial."""
+    study: str | None = None
+    """The study's name in that storage."""
+    number: int | None = None
+    """The trial's number in the study: the job reports its monitored score to it each epoch."""
+
+    def __post_init__(self) -> None:
+        given = [v is not None for v in (self.storage, self.study, self.number)]
+        _require(
+            all(given) or not any(given),
+            "trial",
+            {"storage": self.storage, "study": self.study, "number": self.number},
+            "all three of trial.storage, trial.study and trial.number, or none",
+        )
 
 
 @dataclass
@@ -306,6 +337,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     init: Init = Init.pretrained
     """scratch (fresh weights from the model config) or pretrained (the checkpoint's weights)."""
     lr: float = 5e-5
@@ -314,6 +346,8 @@ class Config:
     """Seed of the weights, dropout and data order."""
     resume: bool = False
     """Continue interrupted jobs in their run (a sweep in its parent run); skip finished ones."""
+    resume_changed_data: bool = False
+    """With resume=true, continue a run even though its data's digest changed (edited files)."""
     debug: bool = False
     """Full tracebacks instead of one-line errors."""
     preflight: bool = True

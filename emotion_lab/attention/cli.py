@@ -125,7 +125,9 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
         print(summary, flush=True)
         if ref is not None:
             metrics = runs.stats_metrics(stats, cfg.per_head_metrics)
-            runs.log_analysis(client, ref.run_id, folder, ARTIFACT_DIR, metrics)
+            runs.log_analysis(
+                client, ref.run_id, folder, ARTIFACT_DIR, metrics, cfg.tracking.max_outage_s
+            )
             print(f"Logged {folder} to run {ref.name} ({ref.run_id}) under {ARTIFACT_DIR}/\n")
         results.append((loaded.name, stats))
 
@@ -138,7 +140,7 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
         print(text, flush=True)
         target_path = f"{ARTIFACT_DIR}/{_folder(name_a)}_vs_{_folder(name_b)}"
         for run_id in runs.comparison_targets(*refs):
-            runs.log_analysis(client, run_id, folder, target_path, [])
+            runs.log_analysis(client, run_id, folder, target_path, [], cfg.tracking.max_outage_s)
             print(f"Logged the comparison to run {run_id} under {target_path}/")
     print(f"Files: {output_dir}", flush=True)
 

@@ -26,7 +26,7 @@ from emotion_lab.train.launch import (
     register_resolvers,
     requeued,
 )
-from emotion_lab.train.sweep import RESULT_FILE, objective_value, read_sweep_file
+from emotion_lab.train.sweep import RESULT_FILE, job_status, objective_value, read_sweep_file
 
 log = logging.getLogger("emotion_lab")
 
@@ -39,7 +39,8 @@ install_log_redaction()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(dcfg: DictConfig) -> dict[str, Any] | float:
-    from emotion_lab.train.job import JobContext, run_experiment
+    from emotion_lab.train.job import JobContext, run_experiment, run_name
+    from emotion_lab.train.job_end import job_end_block
 
     export_submitit_distributed_env()
     quiet_libraries()
@@ -64,7 +65,8 @@ def main(dcfg: DictConfig) -> dict[str, Any] | float:
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
         if in_submitit and is_main_launch_process() and requeued(output_dir):
             cfg.resume = True  # an earlier attempt of this job was requeued: continue its run
-        result |= {"status": "FINISHED", "metrics": run_experiment(cfg, job, resolved)}
+        metrics = run_experiment(cfg, job, resolved)
+        result |= {"status": job_status(metrics), "metrics": metrics}
     except Exception as e:
         result |= {"status": "FAILED", "error": report_error(e, bool(dcfg.get("debug", False)))}
     except stopping.Stopped as stop:
@@ -73,6 +75,14 @@ def main(dcfg: DictConfig) -> dict[str, Any] | float:
             raise
         result |= {"status": "FAILED", "error": requeue(stop, hc.launcher.get("max_num_timeout"))}
     _record(output_dir, result)
+    if not multirun and result["status"] == "FINISHED" and job.run_id and job.experiment_id:
+        print(
+            job_end_block(
+                result["metrics"], run_name(cfg), job.run_id, job.experiment_id, cfg.tracking.uri
+            ),
+            end="",
+            flush=True,
+        )
     # Ranks in lockstep cannot go on after a failed job: if it failed on some ranks only, or at a
     # different point (rank 0 alone talks to MLflow and reads the data first), they would wait
     # forever on each other. The launcher stops them all once one rank exits, so each waits for

@@ -43,6 +43,7 @@ from emotion_lab.faults import fault_point
 from emotion_lab.modeling import build_model, check_max_length, load_tokenizer
 from emotion_lab.preflight import check_job
 from emotion_lab.process import high_water_rss_kb
+from emotion_lab.search.trial import TrialPruned, pruned_metrics, record_pruned, search_trial
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
@@ -59,8 +60,11 @@ from emotion_lab.train.checkpoint import Checkpointer
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, TrainState, best_epoch_record, fit, predict
 from emotion_lab.train.metrics import evaluate_logits
+from emotion_lab.train.mlflow_model import add_mlflow_model, example_input, log_logged_model
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.predictions import predictions_frame
+from emotion_lab.train.records import job_records, log_records
+from emotion_lab.train.system_metrics import follow_system_metrics
 from emotion_lab.train.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -100,7 +104,7 @@ def make_accelerator(cfg: TrainerConfig) -> Accelerator:
 
 
 # Keys that do not change what a job computes, so they do not change its identity.
-_NOT_JOB_IDENTITY = ("resume", "debug", "paths", "tracking")
+_NOT_JOB_IDENTITY = ("resume", "resume_changed_data", "debug", "paths", "tracking")
 
 
 def job_key(resolved: dict[str, Any]) -> str:
@@ -132,18 +136,27 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     data, bad_input = _data_or_error(cfg, accelerator, job)
     key = job_key(resolved)
     experiment_id, previous = _open_store(cfg, accelerator, key)
+    job.experiment_id = experiment_id
     finished = finished_job_metrics(previous, accelerator.is_main_process)
     if finished is not None:
-        return finished
+        assert previous is not None
+        job.run_id = previous.info.run_id
+        return finished | pruned_metrics(previous)
     tags = job_tags(job, key, cfg.init.value, cfg.model.name_or_path)
     params = flatten(resolved) | (data.params() if data else {})
+    records = job_records(cfg, accelerator, data, previous)
+    tags |= records.tags
     with tracked_run(
         experiment_id, run_name(cfg), params, tags, cfg.tracking, resume=previous
     ) as logger:
+        log_records(logger, records, previous)
+        job.run_id = logger.run_id
         if bad_input is not None:
             raise bad_input  # the run records it: FAILED, with the reason
         assert data is not None
         ckpt_root = _checkpoint_root(cfg, accelerator, logger)
+        # After the spool: a resumed run's samples number on after those it already holds.
+        records.sampler = follow_system_metrics(logger, cfg.tracking, accelerator.device)
         logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
         watch.lap("start")
@@ -151,13 +164,20 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         every = cfg.trainer.checkpoint_every_n_steps
         ckpt = Checkpointer(accelerator, TrainState(), ckpt_root, every)
         _resume_or_start(ckpt, logger, parts)
-        fit(accelerator, parts.training, cfg.trainer, logger.metrics, ckpt)
-        watch.lap("fit")
-        metrics = test_and_log(cfg, job, parts, logger, ckpt.state)
+        parts.training.after_epoch = search_trial(cfg, accelerator)
+        try:
+            fit(accelerator, parts.training, cfg.trainer, logger.metrics, ckpt)
+        except TrialPruned as pruned:
+            # A search's bad trial: FINISHED (resume=true never retrains it), untested.
+            metrics = record_pruned(logger, ckpt.state, pruned)
+        else:
+            watch.lap("fit")
+            metrics = test_and_log(cfg, job, parts, logger, ckpt.state)
         watch.lap("finish")
         metrics["wall_seconds"] = time.perf_counter() - wall_start
         finals = {"wall_seconds": metrics["wall_seconds"], **watch.metrics()}
         finals[names.PEAK_MEMORY_MB] = peak_memory_mb(accelerator)
+        finals[names.RECORDS_SECONDS] = records.cost_s()
         logger.metrics(finals, step=ckpt.state.step)
         logger.flush()
         accelerator.wait_for_everyone()
@@ -343,7 +363,15 @@ def test_and_log(
             with tempfile.TemporaryDirectory() as tmp:
                 accelerator.unwrap_model(training.model).save_pretrained(tmp)
                 parts.tokenizer.save_pretrained(tmp)
+                add_mlflow_model(
+                    Path(tmp),
+                    label_names,
+                    cfg.data.text_columns,
+                    cfg.model.max_length,
+                    example_input(splits.test_texts[0], cfg.data.text_columns),
+                )
                 fault_point("model_artifact")
                 logger.directory(tmp, names.MODEL_ARTIFACT)
                 fault_point("model_artifact")
+                log_logged_model(logger, Path(tmp), metrics, state.step)
     return metrics

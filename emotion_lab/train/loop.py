@@ -43,6 +43,9 @@ class Training:
     train_loader: DataLoader
     val_loader: DataLoader
     label_names: list[str]
+    # Sees each epoch once it is checkpointed: a search trial reports to its study there, and
+    # may stop (emotion_lab.search.trial).
+    after_epoch: Callable[[TrainState], None] | None = None
 
 
 @dataclass
@@ -150,6 +153,8 @@ def fit(
             ckpt.save()
             if stop := requested(accelerator, ckpt.state.step):
                 raise _stopped(stop, ckpt)
+            if training.after_epoch is not None:
+                training.after_epoch(loop.state)
     loop.best.restore(training.model)
 
 
