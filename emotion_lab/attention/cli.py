@@ -16,11 +16,12 @@ from emotion_lab.attention.config import AttentionConfig, register_schema
 from emotion_lab.config import CONFIG_DIR, DataConfig
 from emotion_lab.errors import ConfigError, DataError
 from emotion_lab.reporting import quiet_libraries, report_error
+from emotion_lab.store import names
 
 register_schema()
 options.register_resolver()
 
-ARTIFACT_DIR = "attention"
+ARTIFACT_DIR = names.ATTENTION_ARTIFACT_DIR
 
 
 def sample_texts(cfg: AttentionConfig, data: DataConfig) -> list[str] | list[tuple[str, str]]:
@@ -75,19 +76,53 @@ def _resolve_runs(cfg: AttentionConfig) -> tuple[Any, list[Any]]:
     return client, [runs.run_ref(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
 
 
+def _settings(cfg: AttentionConfig) -> Any:
+    from emotion_lab.attention.causal import Settings
+
+    return Settings(
+        batch_size=cfg.batch_size,
+        max_length=cfg.model.max_length,
+        ig_steps=cfg.ig_steps,
+        random_seeds=cfg.random_seeds,
+        bootstrap_resamples=cfg.bootstrap_resamples,
+        min_class_word_count=cfg.min_class_word_count,
+        top_words=cfg.top_words,
+        num_examples=cfg.num_examples,
+        seed=cfg.seed,
+    )
+
+
+def _causal_sample(cfg: AttentionConfig, data: DataConfig, refs: list[Any]) -> Any:
+    """The labelled sample of the causal analysis, or None (with why) when it cannot run."""
+    from emotion_lab.attention.sampling import causal_sample
+
+    if not cfg.causal:
+        return None
+    if not refs or cfg.all_texts:
+        print(
+            "Causal analysis skipped: it needs a run's trained classifier (run_id or sweep_id) "
+            "and the labelled texts of a split (no text/texts).",
+            flush=True,
+        )
+        return None
+    return causal_sample(data, cfg.split, cfg.num_causal_texts, cfg.seed)
+
+
 def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> None:
     """``data_given``: the ``data.*`` keys were set; if not, a run's own data is sampled."""
-    from emotion_lab.attention import analysis, runs
+    from emotion_lab.attention import analysis, causal, matching, runs
     from emotion_lab.attention.extract import load_model_config, load_model_dir
     from emotion_lab.attention.tokens import encode_texts
     from emotion_lab.store.reader import load_logged_model
 
     client, refs = _resolve_runs(cfg)
-    texts = sample_texts(cfg, _data_of(cfg, client, refs, data_given))
+    data = _data_of(cfg, client, refs, data_given)
+    texts = sample_texts(cfg, data)
     if cfg.example_index >= len(texts):
         raise ConfigError(f"example_index={cfg.example_index}: there are {len(texts)} texts.")
+    sample = _causal_sample(cfg, data, refs)
 
-    results = []
+    results, causal_results, match_inputs = [], [], []
     for ref in refs or [None]:
         with tempfile.TemporaryDirectory() as tmp:
             if ref is None:
@@ -112,9 +147,25 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
             summary = analysis.write_model_analysis(
                 loaded.name, stats, folder, cfg.top_words, cfg.min_word_count, prediction
             )
+            if len(refs) == 2:
+                match_inputs.append(
+                    (
+                        encoded[: cfg.match_texts],
+                        matching.attention_of(loaded, encoded[: cfg.match_texts], cfg.batch_size),
+                    )
+                )
+            if sample is not None:
+                result = causal.analyse_model(loaded, sample, _settings(cfg))
+                lines = causal.write_model(result, folder, ["head_stats.png"], cfg.num_examples)
+                causal_results.append(result)
         print(summary, flush=True)
+        if sample is not None:
+            print(f"## What matters ({result.seconds:.0f} s)\n", flush=True)
+            print("\n".join(f"- {line}" for line in lines) + "\n", flush=True)
         if ref is not None:
             metrics = runs.stats_metrics(stats, cfg.per_head_metrics)
+            if sample is not None:
+                metrics += causal.metrics(result)
             runs.log_analysis(client, ref.run_id, folder, ARTIFACT_DIR, metrics)
             print(f"Logged {folder} to run {ref.name} ({ref.run_id}) under {ARTIFACT_DIR}/\n")
         results.append((loaded.name, stats))
@@ -122,15 +173,33 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
     if len(results) == 2:
         (name_a, a), (name_b, b) = results
         folder = output_dir / "compare"
+        matched = _match(match_inputs)
         text = analysis.write_comparison(
-            (name_a, name_b), a, b, folder, cfg.top_words, cfg.min_word_count
+            (name_a, name_b), a, b, folder, cfg.top_words, cfg.min_word_count, matched
         )
+        if len(causal_results) == 2:
+            lines = causal.compare(*causal_results, folder, (a.table, b.table), matched)
+            text += "\n## 4. What matters, compared\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"
+            (folder / "comparison.md").write_text(text)
+            causal.write_comparison_report((name_a, name_b), text, folder)
         print(text, flush=True)
         target_path = f"{ARTIFACT_DIR}/{_folder(name_a)}_vs_{_folder(name_b)}"
         for run_id in runs.comparison_targets(*refs):
             runs.log_analysis(client, run_id, folder, target_path, [])
             print(f"Logged the comparison to run {run_id} under {target_path}/")
     print(f"Files: {output_dir}", flush=True)
+
+
+def _match(inputs: list[Any]) -> Any:
+    """Head matching of the two models, or None when they tokenize the texts differently
+    (their attention rows are then not over the same keys)."""
+    from emotion_lab.attention import matching
+
+    (enc_a, att_a), (enc_b, att_b) = inputs
+    if [e.input_ids for e in enc_a] != [e.input_ids for e in enc_b]:
+        print("Heads not matched: the two models tokenize the texts differently.", flush=True)
+        return None
+    return matching.match_heads(matching.js_distances(att_a, att_b))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="attention")
