@@ -98,17 +98,32 @@ def analyse_model(loaded: LoadedModel, sample: LabelledSample, s: Settings) -> C
         importance.heads[column] = values.mean(0).ravel()
 
     def predict(batch: list) -> np.ndarray:
-        return passes.softmax(passes.logits(model, batch, s.batch_size, f"faithfulness {loaded.name}"))
+        return passes.softmax(
+            passes.logits(model, batch, s.batch_size, f"faithfulness {loaded.name}")
+        )
 
     table, _ = faithfulness(attributions, predict, s.random_seeds, s.seed, counts)
     method = most_faithful(table)
     class_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     words = words_by_class(
-        attributions, method, gold, class_names, s.min_class_word_count, s.top_words, rng,
+        attributions,
+        method,
+        gold,
+        class_names,
+        s.min_class_word_count,
+        s.top_words,
+        rng,
         s.bootstrap_resamples,
     )
     return CausalResult(
-        loaded.name, importance, attributions, table, words, method, gold, class_names,
+        loaded.name,
+        importance,
+        attributions,
+        table,
+        words,
+        method,
+        gold,
+        class_names,
         time.perf_counter() - start,
     )
 
@@ -118,9 +133,9 @@ def _interval(row: pd.Series, column: str, fmt: str = ".2f") -> str:
 
 
 def _layers_text(layers: pd.Series) -> str:
-    counts = layers.value_counts()
-    top = sorted(counts[counts == counts.max()].index)
-    return "layer " + " and ".join(str(int(x)) for x in top) if len(top) <= 2 else "no one layer"
+    """Where the heads sit, most first: "layer 4 (5), layer 5 (3)"."""
+    counts = layers.value_counts().sort_values(ascending=False, kind="stable").head(3)
+    return ", ".join(f"layer {int(layer)} ({n})" for layer, n in counts.items())
 
 
 def findings(r: CausalResult) -> list[str]:
@@ -128,7 +143,7 @@ def findings(r: CausalResult) -> list[str]:
     heads = r.importance.heads
     total = len(heads)
     matters = heads[heads.matters]
-    where = f", most in {_layers_text(matters.layer)}" if len(matters) else ""
+    where = f": {_layers_text(matters.layer)}" if len(matters) else ""
     layers = r.importance.layers.sort_values("dloss", ascending=False)
     worst = layers.iloc[0]
     rho = r.importance.spearman
@@ -148,13 +163,12 @@ def findings(r: CausalResult) -> list[str]:
         f"{best.comprehensiveness:.2f} vs random {random.comprehensiveness:.2f}; sufficiency "
         f"{best.sufficiency:.2f} vs {random.sufficiency:.2f}).",
     ]
-    weak = [
-        TITLES[m]
-        for m, row in t.iterrows()
-        if m != RANDOM and row.gain_vs_random_low <= 0
-    ]
+    weak = [TITLES[m] for m, row in t.iterrows() if m != RANDOM and row.gain_vs_random_low <= 0]
     if weak:
-        lines.append(f"No better than random (comprehensiveness gain interval includes 0): {', '.join(weak)}.")
+        lines.append(
+            "No better than random (comprehensiveness gain interval includes 0): "
+            f"{', '.join(weak)}."
+        )
     lines.append(
         "Integrated gradients: completeness error "
         f"{r.attributions.relative_completeness_error:.1%} of the logit change."
@@ -172,7 +186,9 @@ def findings(r: CausalResult) -> list[str]:
 def metrics(r: CausalResult) -> list[Metric]:
     now = int(time.time() * 1000)
     out = [
-        Metric(store_names.HEADS_THAT_MATTER_METRIC, float(r.importance.heads.matters.sum()), now, 0),
+        Metric(
+            store_names.HEADS_THAT_MATTER_METRIC, float(r.importance.heads.matters.sum()), now, 0
+        ),
         Metric(store_names.IMPORTANCE_SPEARMAN_METRIC, r.importance.spearman[0], now, 0),
         Metric(
             store_names.IG_COMPLETENESS_METRIC,
@@ -183,11 +199,36 @@ def metrics(r: CausalResult) -> list[Metric]:
     ]
     for _, row in r.importance.layers.iterrows():
         layer = int(row.layer)
-        out.append(Metric(store_names.LAYER_ABLATION_DLOSS_METRIC.format(layer=layer), float(row.dloss), now, 0))
-        out.append(Metric(store_names.LAYER_ABLATION_DACC_METRIC.format(layer=layer), float(row.dacc), now, 0))
+        out.append(
+            Metric(
+                store_names.LAYER_ABLATION_DLOSS_METRIC.format(layer=layer),
+                float(row.dloss),
+                now,
+                0,
+            )
+        )
+        out.append(
+            Metric(
+                store_names.LAYER_ABLATION_DACC_METRIC.format(layer=layer), float(row.dacc), now, 0
+            )
+        )
     for _, row in r.faithfulness.iterrows():
-        out.append(Metric(store_names.COMPREHENSIVENESS_METRIC.format(method=row.method), float(row.comprehensiveness), now, 0))
-        out.append(Metric(store_names.SUFFICIENCY_METRIC.format(method=row.method), float(row.sufficiency), now, 0))
+        out.append(
+            Metric(
+                store_names.COMPREHENSIVENESS_METRIC.format(method=row.method),
+                float(row.comprehensiveness),
+                now,
+                0,
+            )
+        )
+        out.append(
+            Metric(
+                store_names.SUFFICIENCY_METRIC.format(method=row.method),
+                float(row.sufficiency),
+                now,
+                0,
+            )
+        )
     return [m for m in out if np.isfinite(m.value)]
 
 
@@ -223,13 +264,27 @@ def write_model(
     r.faithfulness.to_csv(folder / store_names.FAITHFULNESS_ARTIFACT, index=False)
     r.words.to_csv(folder / store_names.WORDS_BY_CLASS_ARTIFACT, index=False)
     figures = [
-        _save(causal_plots.importance_figure(r.importance.heads, r.importance.layers,
-                                             f"{r.name}: head importance"), folder / "head_importance.png"),
-        _save(causal_plots.faithfulness_figure(r.faithfulness, f"{r.name}: faithfulness of each explanation"),
-              folder / "faithfulness.png"),
-        _save(causal_plots.words_figure(r.words, "predicted", 10,
-                                        f"{r.name}: words that matter per predicted class ({TITLES[r.method]})"),
-              folder / "words_by_class.png"),
+        _save(
+            causal_plots.importance_figure(
+                r.importance.heads, r.importance.layers, f"{r.name}: head importance"
+            ),
+            folder / "head_importance.png",
+        ),
+        _save(
+            causal_plots.faithfulness_figure(
+                r.faithfulness, f"{r.name}: faithfulness of each explanation"
+            ),
+            folder / "faithfulness.png",
+        ),
+        _save(
+            causal_plots.words_figure(
+                r.words,
+                "predicted",
+                10,
+                f"{r.name}: words that matter per predicted class ({TITLES[r.method]})",
+            ),
+            folder / "words_by_class.png",
+        ),
     ]
     chosen = _examples(r, num_examples)
     examples = [
@@ -237,25 +292,47 @@ def write_model(
         for i in chosen
     ]
     if examples:
-        figures.append(_save(causal_plots.examples_figure(examples, f"{r.name}: {TITLES[r.method]}"),
-                             folder / "examples.png"))
+        figures.append(
+            _save(
+                causal_plots.examples_figure(examples, f"{r.name}: {TITLES[r.method]}"),
+                folder / "examples.png",
+            )
+        )
     lines = findings(r)
     (folder / "findings.md").write_text("\n".join(f"- {line}" for line in lines) + "\n")
     blocks: list[html_report.Block] = []
     for caption, words, scores in examples:
-        blocks += [html_report.Raw(f'<div class="caption">{caption}</div>'),
-                   html_report.coloured_text(words, scores)]
+        blocks += [
+            html_report.Raw(f'<div class="caption">{caption}</div>'),
+            html_report.coloured_text(words, scores),
+        ]
     heads = r.importance.heads.sort_values("dloss", ascending=False)
     sections = [
         ("Findings", [html_report.findings_list(lines)]),
-        ("Head importance", [
-            "Ablation: each head's gate set to 0, Δloss and Δaccuracy (points) against the full "
-            "model, 95% bootstrap intervals over texts; gradient: E|∂L/∂ξ| normalised per layer.",
-            *[p for p in figures[:1] if p], heads.head(20), r.importance.layers]),
-        ("Faithfulness of each explanation", [
-            "ERASER AOPC over the top 1/5/10/20/50% of words (removed, never padded); "
-            "τ = Kendall's τ-b against leave-one-out.", *[p for p in figures[1:2] if p], r.faithfulness]),
-        ("Words per class", [*[p for p in figures[2:3] if p], r.words[r.words.group == "predicted"]]),
+        (
+            "Head importance",
+            [
+                "Ablation: each head's gate set to 0, Δloss and Δaccuracy (points) against the "
+                "full model, 95% bootstrap intervals over texts; gradient: E|∂L/∂ξ| normalised "
+                "per layer.",
+                *[p for p in figures[:1] if p],
+                heads.head(20),
+                r.importance.layers,
+            ],
+        ),
+        (
+            "Faithfulness of each explanation",
+            [
+                "ERASER AOPC over the top 1/5/10/20/50% of words (removed, never padded); "
+                "τ = Kendall's τ-b against leave-one-out.",
+                *[p for p in figures[1:2] if p],
+                r.faithfulness,
+            ],
+        ),
+        (
+            "Words per class",
+            [*[p for p in figures[2:3] if p], r.words[r.words.group == "predicted"]],
+        ),
         ("Examples", blocks),
         ("Attention statistics", [folder / f for f in extra_figures if (folder / f).exists()]),
     ]
@@ -266,7 +343,10 @@ def write_model(
 
 
 def compare(
-    a: CausalResult, b: CausalResult, folder: Path, head_stats: tuple[pd.DataFrame, pd.DataFrame],
+    a: CausalResult,
+    b: CausalResult,
+    folder: Path,
+    head_stats: tuple[pd.DataFrame, pd.DataFrame],
     matched: np.ndarray | None,
 ) -> list[str]:
     """Per-layer distributions, top-word overlap per class and attribution agreement; returns
@@ -278,11 +358,16 @@ def compare(
         ("entropy (nats)", "entropy", stats_a, stats_b),
         ("sink share", "first", stats_a, stats_b),
     ):
-        frames[stat] = pd.concat([
-            pd.DataFrame({"model": a.name, "layer": ta.layer, "value": ta[column]}),
-            pd.DataFrame({"model": b.name, "layer": tb.layer, "value": tb[column]}),
-        ])
-    _save(causal_plots.distributions_figure(frames, (a.name, b.name)), folder / "compare_distributions.png")
+        frames[stat] = pd.concat(
+            [
+                pd.DataFrame({"model": a.name, "layer": ta.layer, "value": ta[column]}),
+                pd.DataFrame({"model": b.name, "layer": tb.layer, "value": tb[column]}),
+            ]
+        )
+    _save(
+        causal_plots.distributions_figure(frames, (a.name, b.name)),
+        folder / "compare_distributions.png",
+    )
     lines = []
     top_a = top_words(a.words, "predicted", OVERLAP_WORDS)
     top_b = top_words(b.words, "predicted", OVERLAP_WORDS)
@@ -290,24 +375,46 @@ def compare(
     for cls in sorted(set(top_a) | set(top_b)):
         wa, wb = set(top_a.get(cls, [])), set(top_b.get(cls, []))
         union = wa | wb
-        rows.append({"class": cls, "shared": ", ".join(sorted(wa & wb)),
-                     "jaccard": len(wa & wb) / len(union) if union else float("nan")})
+        rows.append(
+            {
+                "class": cls,
+                "shared": ", ".join(sorted(wa & wb)),
+                "jaccard": len(wa & wb) / len(union) if union else float("nan"),
+            }
+        )
     overlap = pd.DataFrame(rows, columns=["class", "shared", "jaccard"])
     overlap.to_csv(folder / "top_words_overlap.csv", index=False)
     if len(overlap):
         lines.append(
             f"Top-{OVERLAP_WORDS} words per predicted class shared by both: mean Jaccard "
-            f"{overlap.jaccard.mean():.2f}; " + "; ".join(
-                f"{r['class']}: {r.shared or 'none'}" for _, r in overlap.iterrows())
+            f"{overlap.jaccard.mean():.2f}; "
+            + "; ".join(f"{r['class']}: {r.shared or 'none'}" for _, r in overlap.iterrows())
         )
-    same = [ta.input_ids == tb.input_ids for ta, tb in zip(a.attributions.texts, b.attributions.texts, strict=False)]
+    same = [
+        ta.input_ids == tb.input_ids
+        for ta, tb in zip(a.attributions.texts, b.attributions.texts, strict=False)
+    ]
     agreement = []
     if len(a.attributions.texts) == len(b.attributions.texts) and all(same):
         counts = intervals.draw_counts(np.random.default_rng(0), len(same), 1000)
         for method in a.attributions.scores:
-            taus = np.array([kendall_tau(x, y) for x, y in zip(a.attributions.scores[method], b.attributions.scores[method], strict=True)])
+            taus = np.array(
+                [
+                    kendall_tau(x, y)
+                    for x, y in zip(
+                        a.attributions.scores[method], b.attributions.scores[method], strict=True
+                    )
+                ]
+            )
             est, low, high = intervals.mean_interval(taus, counts)
-            agreement.append({"method": method, "tau": float(est), "tau_low": float(low), "tau_high": float(high)})
+            agreement.append(
+                {
+                    "method": method,
+                    "tau": float(est),
+                    "tau_low": float(low),
+                    "tau_high": float(high),
+                }
+            )
         table = pd.DataFrame(agreement)
         table.to_csv(folder / "attribution_agreement.csv", index=False)
         best = table.set_index("method").loc[b.method]
@@ -316,8 +423,10 @@ def compare(
             f"{best.tau:.2f} [{best.tau_low:.2f}, {best.tau_high:.2f}]."
         )
     if matched is not None:
-        lines.append("Heads matched across the models per layer (Hungarian on Jensen-Shannon "
-                     "distance of their attention) before any per-head difference is drawn.")
+        lines.append(
+            "Heads matched across the models per layer (Hungarian on Jensen-Shannon "
+            "distance of their attention) before any per-head difference is drawn."
+        )
     return lines
 
 

@@ -29,18 +29,39 @@ def importance_figure(heads: pd.DataFrame, layers: pd.DataFrame, title: str) -> 
         1, 3, figsize=(2 * (0.5 * n_heads + 2) + 4, 0.45 * n_layers + 2), layout="constrained"
     )
     annot = n_heads <= 16
-    ticks = {"xticklabels": [f"H{h}" for h in range(n_heads)],
-             "yticklabels": [f"L{lay}" for lay in range(n_layers)]}
+    ticks = {
+        "xticklabels": [f"H{h}" for h in range(n_heads)],
+        "yticklabels": [f"L{lay}" for lay in range(n_layers)],
+    }
     dloss = _grid(heads, "dloss")
     bound = max(float(np.abs(dloss).max()), 1e-9)
-    sns.heatmap(dloss, ax=axes[0], cmap="vlag", center=0, vmin=-bound, vmax=bound, annot=annot,
-                fmt=".2f", annot_kws={"fontsize": 6}, cbar_kws={"label": "Δ loss"}, **ticks)
+    sns.heatmap(
+        dloss,
+        ax=axes[0],
+        cmap="vlag",
+        center=0,
+        vmin=-bound,
+        vmax=bound,
+        annot=annot,
+        fmt=".2f",
+        annot_kws={"fontsize": 6},
+        cbar_kws={"label": "Δ loss"},
+        **ticks,
+    )
     axes[0].set_title("ablation: Δ loss (* = interval excludes 0)", fontsize=9)
     for _, row in heads[heads.matters].iterrows():
         axes[0].text(row["head"] + 0.85, row.layer + 0.3, "*", fontsize=9, color="black")
-    sns.heatmap(_grid(heads, "gradient"), ax=axes[1], cmap="rocket_r", vmin=0, annot=annot,
-                fmt=".2f", annot_kws={"fontsize": 6}, cbar_kws={"label": "I_h / layer norm"},
-                **ticks)
+    sns.heatmap(
+        _grid(heads, "gradient"),
+        ax=axes[1],
+        cmap="rocket_r",
+        vmin=0,
+        annot=annot,
+        fmt=".2f",
+        annot_kws={"fontsize": 6},
+        cbar_kws={"label": "I_h / layer norm"},
+        **ticks,
+    )
     axes[1].set_title("gradient importance (normalised per layer)", fontsize=9)
     err = np.stack([layers.dacc - layers.dacc_low, layers.dacc_high - layers.dacc])
     axes[2].barh([f"L{lay}" for lay in layers.layer], layers.dacc, xerr=err, color="#4c72b0")
@@ -58,7 +79,9 @@ def faithfulness_figure(table: pd.DataFrame, title: str) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(table) + 1.8), layout="constrained")
     labels = [TITLES.get(m, m) for m in table.method]
     for ax, column in zip(axes, ("comprehensiveness", "sufficiency"), strict=True):
-        err = np.stack([table[column] - table[f"{column}_low"], table[f"{column}_high"] - table[column]])
+        err = np.stack(
+            [table[column] - table[f"{column}_low"], table[f"{column}_high"] - table[column]]
+        )
         colours = ["#999999" if m == "random" else "#4c72b0" for m in table.method]
         ax.barh(labels, table[column], xerr=err, color=colours)
         ax.invert_yaxis()
@@ -76,17 +99,26 @@ def words_figure(table: pd.DataFrame, group: str, n: int, title: str) -> Figure 
         return None
     cols = min(3, len(classes))
     rows = math.ceil(len(classes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 0.28 * n * rows + 1.5 * rows),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(4 * cols, 0.28 * n * rows + 1.5 * rows),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax, cls in zip(axes.flat, classes, strict=False):
         words = part[part["class"] == cls].sort_values("rank")
         err = np.stack([words.score - words.score_low, words.score_high - words.score])
-        ax.barh([f"{w} (n={c})" for w, c in zip(words.word, words["count"], strict=True)],
-                words.score, xerr=err, color="#4c72b0")
+        ax.barh(
+            [f"{w} (n={c})" for w, c in zip(words.word, words["count"], strict=True)],
+            words.score,
+            xerr=err,
+            color="#4c72b0",
+        )
         ax.invert_yaxis()
         ax.set_title(str(cls), fontsize=10)
         ax.tick_params(axis="y", labelsize=8)
-    for ax in list(axes.flat)[len(classes):]:
+    for ax in list(axes.flat)[len(classes) :]:
         ax.axis("off")
     fig.suptitle(title)
     return fig
@@ -97,18 +129,30 @@ def examples_figure(examples: list[tuple[str, list[str], np.ndarray]], title: st
     fig, ax = plt.subplots(figsize=(11, 0.55 * len(examples) + 0.8))
     ax.axis("off")
     cmap = plt.get_cmap("RdBu_r")
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     for row, (caption, words, scores) in enumerate(examples):
         y = 1 - (row + 0.5) / len(examples)
         bound = max(float(np.abs(scores).max()), 1e-12)
-        ax.text(0, y + 0.35 / len(examples), caption, fontsize=8, color="#444444",
-                transform=ax.transAxes)
+        ax.text(
+            0,
+            y + 0.35 / len(examples),
+            caption,
+            fontsize=8,
+            color="#444444",
+            transform=ax.transAxes,
+        )
         x = 0.0
         for word, score in zip(words, scores, strict=True):
             colour = cmap(0.5 + 0.5 * score / bound)
-            t = ax.text(x, y, word, fontsize=9, transform=ax.transAxes,
-                        bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5})
-            fig.canvas.draw()
-            box = t.get_window_extent().transformed(ax.transAxes.inverted())
+            t = ax.text(
+                x,
+                y,
+                word,
+                fontsize=9,
+                transform=ax.transAxes,
+                bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5},
+            )
+            box = t.get_window_extent(renderer).transformed(ax.transAxes.inverted())
             x = box.x1 + 0.008
     fig.suptitle(title, fontsize=10)
     return fig
@@ -117,8 +161,9 @@ def examples_figure(examples: list[tuple[str, list[str], np.ndarray]], title: st
 def distributions_figure(frames: dict[str, pd.DataFrame], names: tuple[str, str]) -> Figure:
     """Per layer, each model's heads sorted by value (not by index: heads are interchangeable),
     one panel per statistic. ``frames``: statistic -> rows of (model, layer, value)."""
-    fig, axes = plt.subplots(1, len(frames), figsize=(5 * len(frames), 3.8), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(frames), figsize=(5 * len(frames), 3.8), squeeze=False, layout="constrained"
+    )
     for ax, (stat, frame) in zip(axes.flat, frames.items(), strict=True):
         frame = frame.copy()
         frame["rank"] = frame.groupby(["model", "layer"])["value"].rank(method="first")
@@ -127,8 +172,14 @@ def distributions_figure(frames: dict[str, pd.DataFrame], names: tuple[str, str]
         for model, colour in zip(names, ("#dd8452", "#4c72b0"), strict=True):
             part = frame[frame.model == model].sort_values(["layer", "rank"])
             for _, layer_part in part.groupby("layer"):
-                ax.plot(layer_part.x, layer_part.value, "-o", markersize=2.5, color=colour,
-                        label=model if layer_part.layer.iloc[0] == 0 else None)
+                ax.plot(
+                    layer_part.x,
+                    layer_part.value,
+                    "-o",
+                    markersize=2.5,
+                    color=colour,
+                    label=model if layer_part.layer.iloc[0] == 0 else None,
+                )
         ax.set_xticks(sorted(frame.layer.unique()))
         ax.set_xticklabels([f"L{lay}" for lay in sorted(frame.layer.unique())])
         ax.set_title(f"{stat} (each layer's heads sorted)", fontsize=9)

@@ -58,16 +58,28 @@ def words_by_class(
                 occurrences[cls][word].append(float(value))
         for cls in sorted(occurrences):
             ranked = sorted(
-                ((float(np.mean(v)), w, np.array(v)) for w, v in occurrences[cls].items()
-                 if len(v) >= min_count),
+                (
+                    (float(np.mean(v)), w, np.array(v))
+                    for w, v in occurrences[cls].items()
+                    if len(v) >= min_count
+                ),
                 key=lambda item: -item[0],
             )[:top]
             for rank, (score, word, values) in enumerate(ranked, start=1):
                 counts = intervals.draw_counts(rng, len(values), resamples)
                 _, low, high = intervals.mean_interval(values, counts)
                 rows.append(
-                    [group, class_names[cls], word, method, score, float(low), float(high),
-                     len(values), rank]
+                    [
+                        group,
+                        class_names[cls],
+                        word,
+                        method,
+                        score,
+                        float(low),
+                        float(high),
+                        len(values),
+                        rank,
+                    ]
                 )
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -121,7 +121,9 @@ def faithfulness(
                 estimate = low = high = np.nan
             else:
                 estimate, low, high = intervals.mean_interval(values, counts)
-            row.update({name: float(estimate), f"{name}_low": float(low), f"{name}_high": float(high)})
+            row.update(
+                {name: float(estimate), f"{name}_low": float(low), f"{name}_high": float(high)}
+            )
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("comprehensiveness", ascending=False)
     return table.reset_index(drop=True), {m: c for m, (c, _) in per_method.items()}

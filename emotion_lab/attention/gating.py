@@ -43,7 +43,7 @@ def gated(model: PreTrainedModel, gates: torch.Tensor) -> Iterator[None]:
     if layers != len(projections):
         raise ModelError(f"gates for {layers} layers, but the model has {len(projections)}.")
 
-    def hook(layer: int):  # noqa: ANN202 (a torch hook)
+    def hook(layer: int):
         def scale(_module: nn.Module, args: tuple) -> tuple:
             x = args[0]
             width = x.shape[-1] // heads

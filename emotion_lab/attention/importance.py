@@ -62,9 +62,10 @@ def ablation(
     shape: tuple[int, int],
     batch_size: int,
     desc: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per text: (Δloss [texts, layers, heads], Δcorrect [same], Δloss of each whole layer
-    [texts, layers], Δcorrect [same]), each against the unablated model; plus nothing else."""
+) -> tuple[np.ndarray, ...]:
+    """Per text: Δloss [texts, layers, heads], Δcorrect [same], Δloss of each whole layer
+    [texts, layers], Δcorrect [same], each against the unablated model; then that model's
+    loss and correctness [texts]."""
     layers, heads = shape
     base_loss, base_correct = _per_text(passes.logits(model, seqs, batch_size), labels)
     dloss = np.zeros((len(seqs), layers, heads))
@@ -77,10 +78,16 @@ def ablation(
         gates[layer, slice(None) if head is None else head] = 0
         loss, correct = _per_text(passes.logits(model, seqs, batch_size, gates=gates), labels)
         if head is None:
-            layer_dloss[:, layer], layer_dcorrect[:, layer] = loss - base_loss, correct - base_correct
+            layer_dloss[:, layer], layer_dcorrect[:, layer] = (
+                loss - base_loss,
+                correct - base_correct,
+            )
         else:
-            dloss[:, layer, head], dcorrect[:, layer, head] = loss - base_loss, correct - base_correct
-    return dloss, dcorrect, layer_dloss, layer_dcorrect
+            dloss[:, layer, head], dcorrect[:, layer, head] = (
+                loss - base_loss,
+                correct - base_correct,
+            )
+    return dloss, dcorrect, layer_dloss, layer_dcorrect, base_loss, base_correct
 
 
 def gate_gradients(
@@ -129,11 +136,10 @@ def head_importance(
     """Ablation and gradient importance of every head and layer, with intervals over texts
     (``counts``: the bootstrap's draw counts, ``intervals.draw_counts``)."""
     layers, heads = shape
-    dloss, dcorrect, layer_dloss, layer_dcorrect = ablation(
+    dloss, dcorrect, layer_dloss, layer_dcorrect, base_loss, base_correct = ablation(
         model, seqs, labels, shape, batch_size, f"ablation {name}"
     )
     grads = np.abs(gate_gradients(model, seqs, labels, shape, batch_size, f"gradients {name}"))
-    base_loss, base_correct = _per_text(passes.logits(model, seqs, batch_size), labels)
 
     layer, head = np.meshgrid(range(layers), range(heads), indexing="ij")
     table = pd.DataFrame({"layer": layer.ravel(), "head": head.ravel()})
@@ -149,7 +155,10 @@ def head_importance(
     flat_loss = intervals.resampled_means(dloss, counts).reshape(counts.shape[0], -1)
     flat_grad = intervals.resampled_means(grads, counts).reshape(counts.shape[0], -1)
     resampled = np.array(
-        [_spearman(a, _normalise_per_layer(g.reshape(shape)).ravel()) for a, g in zip(flat_loss, flat_grad, strict=True)]
+        [
+            _spearman(a, _normalise_per_layer(g.reshape(shape)).ravel())
+            for a, g in zip(flat_loss, flat_grad, strict=True)
+        ]
     )
     low, high = intervals.percentiles(resampled)
     estimate = _spearman(table["dloss"].to_numpy(), table["gradient"].to_numpy())

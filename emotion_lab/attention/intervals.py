@@ -34,7 +34,9 @@ def resampled_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def percentiles(resampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     tail = (1 - LEVEL) / 2 * 100
-    return np.nanpercentile(resampled, tail, axis=0), np.nanpercentile(resampled, 100 - tail, axis=0)
+    return np.nanpercentile(resampled, tail, axis=0), np.nanpercentile(
+        resampled, 100 - tail, axis=0
+    )
 
 
 def mean_interval(

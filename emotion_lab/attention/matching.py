@@ -20,7 +20,9 @@ from emotion_lab.attention.extract import LoadedModel, attention_batches
 from emotion_lab.attention.tokens import EncodedText
 
 
-def attention_of(loaded: LoadedModel, encoded: list[EncodedText], batch_size: int) -> list[np.ndarray]:
+def attention_of(
+    loaded: LoadedModel, encoded: list[EncodedText], batch_size: int
+) -> list[np.ndarray]:
     """Per text, in order: [layers, heads, query, key] attention over its real tokens (float32)."""
     out: list[np.ndarray | None] = [None] * len(encoded)
     for batch in attention_batches(loaded, encoded, batch_size):

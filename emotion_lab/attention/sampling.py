@@ -23,7 +23,9 @@ class LabelledSample:
 def stratified(labels: np.ndarray, eligible: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Row indices: ``size`` in all, as equal per class as the counts allow, seeded."""
     rng = np.random.default_rng(seed)
-    pools = {c: rng.permutation(np.flatnonzero((labels == c) & eligible)) for c in np.unique(labels)}
+    pools = {
+        c: rng.permutation(np.flatnonzero((labels == c) & eligible)) for c in np.unique(labels)
+    }
     take = dict.fromkeys(pools, 0)
     left = min(size, sum(len(p) for p in pools.values()))
     while left > 0:
@@ -50,7 +52,9 @@ def causal_sample(data: DataConfig, split: str | None, size: int, seed: int) -> 
     columns = [list(ds[c]) for c in data.text_columns]
     words = np.array([sum(len(str(col[i]).split()) for col in columns) for i in range(len(ds))])
     rows = stratified(labels, words >= 2, size, seed)
-    texts = [columns[0][i] for i in rows] if len(columns) == 1 else [
-        tuple(col[i] for col in columns) for i in rows
-    ]
+    texts = (
+        [columns[0][i] for i in rows]
+        if len(columns) == 1
+        else [tuple(col[i] for col in columns) for i in rows]
+    )
     return LabelledSample(texts, labels[rows], list(splits.label_names))  # type: ignore[arg-type]

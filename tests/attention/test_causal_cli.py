@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,10 +18,41 @@ from tests.conftest import run_cli, tracking_uri
 pytestmark = pytest.mark.slow
 
 KEYWORDS = {"apple": "fruit", "river": "water", "engine": "machine"}
-FILLER = (
-    "the a one we they it was is some very then and of to in on at for with my our this that "
-    "day time way thing place people here there now just"
-).split()
+FILLER = [
+    "the",
+    "a",
+    "one",
+    "we",
+    "they",
+    "it",
+    "was",
+    "is",
+    "some",
+    "very",
+    "then",
+    "and",
+    "of",
+    "to",
+    "in",
+    "on",
+    "at",
+    "for",
+    "with",
+    "my",
+    "our",
+    "this",
+    "that",
+    "day",
+    "time",
+    "way",
+    "thing",
+    "place",
+    "people",
+    "here",
+    "there",
+    "now",
+    "just",
+]
 
 
 def keyword_texts(n: int, seed: int) -> pd.DataFrame:
@@ -98,7 +128,9 @@ def keyword_run(tmp_path_factory: pytest.TempPathFactory):
 
 def test_the_deciding_word_tops_every_class(keyword_run):
     cwd, run, _ = keyword_run
-    words = pd.read_csv(_artifact(cwd, run.info.run_id, f"attention/{names.WORDS_BY_CLASS_ARTIFACT}"))
+    words = pd.read_csv(
+        _artifact(cwd, run.info.run_id, f"attention/{names.WORDS_BY_CLASS_ARTIFACT}")
+    )
     first = words[(words.group == "predicted") & (words["rank"] == 1)].set_index("class")
     assert {c: first.loc[c, "word"] for c in first.index} == {v: k for k, v in KEYWORDS.items()}
     assert (first["count"] >= 5).all() and (first.score_low > 0).all()
@@ -109,21 +141,34 @@ def test_a_real_attribution_is_far_more_faithful_than_random(keyword_run):
     table = pd.read_csv(_artifact(cwd, run.info.run_id, f"attention/{names.FAITHFULNESS_ARTIFACT}"))
     t = table.set_index("method")
     assert set(t.index) == {
-        "attention", "rollout", "grad_x_input", "integrated_gradients", "leave_one_out", "random"
+        "attention",
+        "rollout",
+        "grad_x_input",
+        "integrated_gradients",
+        "leave_one_out",
+        "random",
     }
     best = table.iloc[0]
     assert best.method != "random" and best.gain_vs_random_low > 0.2
     assert t.loc["leave_one_out", "comprehensiveness"] > t.loc["random", "comprehensiveness"] + 0.2
-    assert re.search(r"is the most faithful explanation \(comprehensiveness [\d.]+ vs random", proc.stdout)
+    assert re.search(
+        r"is the most faithful explanation \(comprehensiveness [\d.]+ vs random", proc.stdout
+    )
 
 
 def test_head_importance_and_the_offline_report(keyword_run):
     cwd, run, proc = keyword_run
-    heads = pd.read_csv(_artifact(cwd, run.info.run_id, f"attention/{names.HEAD_IMPORTANCE_ARTIFACT}"))
-    assert len(heads) == 4 and {"dloss", "dloss_low", "dacc_high", "gradient", "matters"} <= set(heads)
+    heads = pd.read_csv(
+        _artifact(cwd, run.info.run_id, f"attention/{names.HEAD_IMPORTANCE_ARTIFACT}")
+    )
+    assert len(heads) == 4 and {"dloss", "dloss_low", "dacc_high", "gradient", "matters"} <= set(
+        heads
+    )
     assert np.allclose(heads.groupby("layer").gradient.apply(lambda g: np.sqrt((g**2).sum())), 1)
     assert "heads matter (ablation interval excludes 0)" in proc.stdout
-    html = _artifact(cwd, run.info.run_id, f"attention/{names.ATTENTION_REPORT_ARTIFACT}").read_text()
+    html = _artifact(
+        cwd, run.info.run_id, f"attention/{names.ATTENTION_REPORT_ARTIFACT}"
+    ).read_text()
     assert_offline(html)
     assert "Findings" in html and "data:image/png;base64," in html
 
@@ -141,7 +186,13 @@ def test_headline_metrics_are_named_in_the_store_contract(keyword_run):
         names.IG_COMPLETENESS_METRIC,
     ]
     patterns = [re.compile(re.sub(r"\\\{\w+\\\}", r"\\w+", re.escape(t)) + "$") for t in templates]
-    new = {m for m in metrics if not m.startswith(("attn_entropy", "attn_first", "attn_previous", "attn_self", "attn_sink"))}
+    new = {
+        m
+        for m in metrics
+        if not m.startswith(
+            ("attn_entropy", "attn_first", "attn_previous", "attn_self", "attn_sink")
+        )
+    }
     new = {m for m in new if m.startswith("attn_")}
     assert new and all(any(p.match(m) for p in patterns) for m in new), new
     assert names.LAYER_ABLATION_DLOSS_METRIC.format(layer=1) in metrics
@@ -150,6 +201,8 @@ def test_headline_metrics_are_named_in_the_store_contract(keyword_run):
 
 def test_causal_false_skips_it(keyword_run):
     cwd, run, _ = keyword_run
-    proc = run_attention([f"run_id={run.info.run_id}", "num_texts=5", "causal=false", "bertviz=false"], cwd)
+    proc = run_attention(
+        [f"run_id={run.info.run_id}", "num_texts=5", "causal=false", "bertviz=false"], cwd
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "What matters" not in proc.stdout

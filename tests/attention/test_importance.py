@@ -33,7 +33,10 @@ def test_gate_gradient_equals_a_float64_finite_difference():
         return F.cross_entropy(logits, torch.as_tensor(labels), reduction="none")
 
     for layer, head in [(0, 0), (0, 3), (1, 2)]:
-        up, down = torch.ones(*loaded.shape, dtype=torch.float64), torch.ones(*loaded.shape, dtype=torch.float64)
+        up, down = (
+            torch.ones(*loaded.shape, dtype=torch.float64),
+            torch.ones(*loaded.shape, dtype=torch.float64),
+        )
         up[layer, head] += eps
         down[layer, head] -= eps
         finite = ((losses(up) - losses(down)) / (2 * eps)).numpy()
@@ -98,3 +101,28 @@ def test_js_distance_equals_scipy():
         for j in range(2):
             expected = np.mean([jensenshannon(a[0, i, q], b[0, j, q]) for q in (1, 2)])
             assert abs(got[0, i, j] - expected) < 1e-6
+
+
+def test_compare_maps_after_matching_show_no_difference_for_a_permuted_copy(tmp_path):
+    import pandas as pd
+
+    from emotion_lab.attention.analysis import head_statistics, write_comparison
+
+    original, permuted = tiny_gpt2(seed=1), tiny_gpt2(seed=1)
+    permute_gpt2_heads(permuted.model, 0, [1, 0, 3, 2])
+    encoded = encode_texts(original.tokenizer, TEXTS, 64)
+    a, b = (head_statistics(m, encoded, 4) for m in (original, permuted))
+    by_index = tmp_path / "by_index"
+    write_comparison(("a", "b"), a, b, by_index, 5, 1)
+    diffs = pd.read_csv(by_index / "comparison.csv").filter(like="_diff").abs()
+    assert diffs.to_numpy().max() > 0.01  # by index, a permuted copy looks different
+    matched = matching.match_heads(
+        matching.js_distances(
+            matching.attention_of(original, encoded, 4), matching.attention_of(permuted, encoded, 4)
+        )
+    )
+    write_comparison(("a", "b"), a, b, tmp_path / "matched", 5, 1, matched)
+    table = pd.read_csv(tmp_path / "matched" / "comparison.csv")
+    np.testing.assert_allclose(table.filter(like="_diff").to_numpy(), 0, atol=1e-6)
+    assert table.head_b.tolist() == [1, 0, 3, 2, 0, 1, 2, 3]
+    assert (tmp_path / "matched" / "compare_first.png").stat().st_size > 0
