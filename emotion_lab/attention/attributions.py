@@ -108,18 +108,21 @@ def embedding_gradients(
 
 def integrated_gradients(
     model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, steps: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """([b, t] per-token integrated gradients of the target logit from a zero embedding,
-    [b] logit(x) - logit(zero embedding))."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[b, t] per-token integrated gradients of the target logit from a zero embedding,
+    [b] logit(x) - logit(zero embedding), and [b, t] gradient x input (the path's end)."""
     total = None
     for k in range(steps):
         embeddings, grad, _ = embedding_gradients(model, ids, mask, target, (k + 0.5) / steps)
         total = grad if total is None else total + grad
     assert total is not None
-    _, _, at_one = embedding_gradients(model, ids, mask, target, 1.0)
-    _, _, at_zero = embedding_gradients(model, ids, mask, target, 0.0)
+    embeddings, at_one, logit = embedding_gradients(model, ids, mask, target, 1.0)
+    dtype = next(model.parameters()).dtype
+    with torch.inference_mode(), scaled_embeddings(model, torch.tensor(0.0, dtype=dtype)):
+        zero = model(input_ids=ids, attention_mask=mask.long()).logits
     per_token = (embeddings * total / steps).sum(-1) * mask
-    return per_token, at_one - at_zero
+    gxi = (embeddings * at_one).sum(-1) * mask
+    return per_token, logit - zero[torch.arange(len(target)), target], gxi
 
 
 def rollout(attentions: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -163,9 +166,7 @@ def attribute(
         pooled_first[batch] = pooled[..., 0].numpy()
         last = pooled[:, -1].mean(1)
         rolled = rollout(attentions.mean(2), positions)
-        embeddings, grad, _ = embedding_gradients(model, ids, mask, target, 1.0)
-        gxi = (embeddings * grad).sum(-1)
-        ig, delta = integrated_gradients(model, ids, mask, target, ig_steps)
+        ig, delta, gxi = integrated_gradients(model, ids, mask, target, ig_steps)
         for row, i in enumerate(batch):
             width = len(texts[i].input_ids)
             for method, values in (

@@ -19,17 +19,22 @@ from transformers import PreTrainedModel
 from emotion_lab.errors import ModelError
 
 
-def output_projections(model: PreTrainedModel) -> list[nn.Module]:
-    """Each layer's attention output projection, first layer first."""
+def blocks(model: PreTrainedModel) -> list[nn.Module]:
+    """The transformer layers, first layer first."""
     base = getattr(model, model.base_model_prefix, model)
     if hasattr(base, "h"):  # GPT-2 family
-        return [block.attn.c_proj for block in base.h]
+        return list(base.h)
     encoder = getattr(base, "encoder", None)
     if encoder is not None and hasattr(encoder, "layer"):  # BERT family (MiniLM)
-        return [layer.attention.output.dense for layer in encoder.layer]
-    raise ModelError(
-        f"{type(model).__name__}: no GPT-2 or BERT-style attention output projection to gate."
-    )
+        return list(encoder.layer)
+    raise ModelError(f"{type(model).__name__}: not a GPT-2 or BERT-style model, no heads to gate.")
+
+
+def output_projections(model: PreTrainedModel) -> list[nn.Module]:
+    """Each layer's attention output projection, first layer first."""
+    if pools_last_token(model):
+        return [block.attn.c_proj for block in blocks(model)]
+    return [layer.attention.output.dense for layer in blocks(model)]
 
 
 @contextmanager
@@ -59,6 +64,35 @@ def gated(model: PreTrainedModel, gates: torch.Tensor) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def recorded(model: PreTrainedModel) -> Iterator[list]:
+    """Collects each layer's output of the next forward pass, first layer first."""
+    outputs: list = []
+    handles = [
+        b.register_forward_hook(lambda _m, _a, out: outputs.append(out)) for b in blocks(model)
+    ]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def replayed(model: PreTrainedModel, outputs: list, upto: int) -> Iterator[None]:
+    """The layers below ``upto`` return their ``recorded`` outputs without computing: a head
+    gated in layer l changes nothing below it, so ablations in deep layers skip the shallow
+    ones (same inputs, same batch, same numbers)."""
+    layers = blocks(model)[:upto]
+    for layer, out in zip(layers, outputs, strict=False):
+        layer.forward = lambda *_args, _out=out, **_kwargs: _out
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
 
 
 def pools_last_token(model: PreTrainedModel) -> bool:

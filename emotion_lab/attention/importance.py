@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from emotion_lab.attention import intervals, passes
-from emotion_lab.attention.gating import gated
+from emotion_lab.attention.gating import gated, recorded, replayed
 
 # Percentage points per unit of accuracy.
 POINTS = 100.0
@@ -65,28 +65,38 @@ def ablation(
 ) -> tuple[np.ndarray, ...]:
     """Per text: Δloss [texts, layers, heads], Δcorrect [same], Δloss of each whole layer
     [texts, layers], Δcorrect [same], each against the unablated model; then that model's
-    loss and correctness [texts]."""
+    loss and correctness [texts]. Layers below the ablated one replay the unablated pass."""
     layers, heads = shape
-    base_loss, base_correct = _per_text(passes.logits(model, seqs, batch_size), labels)
-    dloss = np.zeros((len(seqs), layers, heads))
-    dcorrect = np.zeros_like(dloss)
-    layer_dloss = np.zeros((len(seqs), layers))
-    layer_dcorrect = np.zeros_like(layer_dloss)
+    n = len(seqs)
+    dloss, dcorrect = np.zeros((n, layers, heads)), np.zeros((n, layers, heads))
+    layer_dloss, layer_dcorrect = np.zeros((n, layers)), np.zeros((n, layers))
+    base_loss, base_correct = np.zeros(n), np.zeros(n)
     jobs = [(layer, head) for layer in range(layers) for head in [*range(heads), None]]
-    for layer, head in tqdm(jobs, desc=desc, unit="ablation"):
-        gates = torch.ones(layers, heads)
-        gates[layer, slice(None) if head is None else head] = 0
-        loss, correct = _per_text(passes.logits(model, seqs, batch_size, gates=gates), labels)
-        if head is None:
-            layer_dloss[:, layer], layer_dcorrect[:, layer] = (
-                loss - base_loss,
-                correct - base_correct,
-            )
-        else:
-            dloss[:, layer, head], dcorrect[:, layer, head] = (
-                loss - base_loss,
-                correct - base_correct,
-            )
+    batches = passes.by_length(seqs, batch_size)
+    pad = model.config.pad_token_id
+    with (
+        torch.inference_mode(),
+        tqdm(total=len(batches) * len(jobs), desc=desc, unit="pass") as bar,
+    ):
+        for batch in batches:
+            ids, mask = passes.pad_ids([seqs[i] for i in batch], pad if pad is not None else 0)
+            with recorded(model) as outputs:
+                result = model(input_ids=ids, attention_mask=mask.long()).logits
+            loss0, correct0 = _per_text(result.double().numpy(), labels[batch])
+            base_loss[batch], base_correct[batch] = loss0, correct0
+            for layer, head in jobs:
+                gates = torch.ones(layers, heads)
+                gates[layer, slice(None) if head is None else head] = 0
+                with gated(model, gates), replayed(model, outputs, layer):
+                    result = model(input_ids=ids, attention_mask=mask.long()).logits
+                loss, correct = _per_text(result.double().numpy(), labels[batch])
+                if head is None:
+                    layer_dloss[batch, layer] = loss - loss0
+                    layer_dcorrect[batch, layer] = correct - correct0
+                else:
+                    dloss[batch, layer, head] = loss - loss0
+                    dcorrect[batch, layer, head] = correct - correct0
+                bar.update()
     return dloss, dcorrect, layer_dloss, layer_dcorrect, base_loss, base_correct
 
 

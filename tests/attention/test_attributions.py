@@ -54,12 +54,13 @@ def test_integrated_gradients_are_exact_on_a_model_linear_in_its_embeddings():
     model = LinearInEmbeddings()
     ids, mask = passes.pad_ids([[3, 7, 9, 4], [5, 6]], 0)
     target = torch.tensor([2, 0])
-    per_token, delta = integrated_gradients(model, ids, mask, target, steps=1)
+    per_token, delta, gxi = integrated_gradients(model, ids, mask, target, steps=1)
     with torch.no_grad():
         expected = model.embedding(ids) @ model.out.weight[target].T  # [b, t, b]
         expected = expected[torch.arange(2), :, torch.arange(2)] * mask
     torch.testing.assert_close(per_token, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(per_token.sum(1), delta, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gxi, expected, rtol=1e-6, atol=1e-6)  # constant gradient
 
 
 def test_integrated_gradients_complete_within_two_percent_on_a_transformer():

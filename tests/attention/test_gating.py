@@ -99,3 +99,32 @@ def test_permuting_a_layers_heads_changes_no_logit():
         permute_gpt2_heads(loaded.model, 1, [2, 0, 3, 1])
         after = loaded.model(input_ids=ids, attention_mask=mask.long()).logits
     torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
+
+
+def test_ablation_replaying_the_layers_below_equals_full_gated_passes():
+    import numpy as np
+
+    from emotion_lab.attention import passes
+    from emotion_lab.attention.importance import ablation
+
+    loaded = tiny_gpt2(layers=3, heads=2)
+    seqs = [loaded.tokenizer(t)["input_ids"] for t in TEXTS]
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    dloss, _, layer_dloss, _, base_loss, _ = ablation(
+        loaded.model, seqs, labels, loaded.shape, batch_size=4, desc="test"
+    )
+    plain = passes.logits(loaded.model, seqs, 4)
+
+    def loss(logits):
+        z = logits - logits.max(-1, keepdims=True)
+        return -(z - np.log(np.exp(z).sum(-1, keepdims=True)))[np.arange(6), labels]
+
+    np.testing.assert_allclose(base_loss, loss(plain), rtol=1e-6)
+    for layer in range(3):
+        for head in (0, 1, None):
+            gates = torch.ones(3, 2)
+            gates[layer, slice(None) if head is None else head] = 0
+            full = loss(passes.logits(loaded.model, seqs, 4, gates=gates)) - loss(plain)
+            got = layer_dloss[:, layer] if head is None else dloss[:, layer, head]
+            np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)
+    assert np.abs(dloss).max() > 1e-3
