@@ -42,17 +42,7 @@ def main() -> None:
     sample = causal_sample(data, None, args.num_texts, seed=defaults.seed)
     cfg = ModelConfig(name_or_path=MODELS[args.model])
     tokenizer = load_tokenizer(cfg.tokenizer_name)
-    settings = causal.Settings(
-        batch_size=defaults.batch_size,
-        max_length=cfg.max_length,
-        ig_steps=defaults.ig_steps,
-        random_seeds=defaults.random_seeds,
-        bootstrap_resamples=defaults.bootstrap_resamples,
-        min_class_word_count=defaults.min_class_word_count,
-        top_words=defaults.top_words,
-        num_examples=defaults.num_examples,
-        seed=defaults.seed,
-    )
+    settings = causal.Settings.of(defaults)
     inits = [Init.scratch, Init.pretrained if args.pretrained else Init.scratch]
     total = time.perf_counter()
     attention = []

@@ -23,6 +23,7 @@ from mlflow.entities import Metric
 from emotion_lab.attention import causal_plots, html_report, intervals, passes
 from emotion_lab.attention.attributions import RANDOM, TITLES, Attributions, attribute
 from emotion_lab.attention.class_words import top_words, words_by_class
+from emotion_lab.attention.config import AttentionConfig
 from emotion_lab.attention.extract import LoadedModel
 from emotion_lab.attention.faithfulness import faithfulness, kendall_tau, most_faithful
 from emotion_lab.attention.importance import REMOVABLE_POINTS, Importance, head_importance
@@ -49,6 +50,20 @@ class Settings:
     top_words: int
     num_examples: int
     seed: int
+
+    @classmethod
+    def of(cls, cfg: AttentionConfig) -> Settings:
+        return cls(
+            batch_size=cfg.batch_size,
+            max_length=cfg.model.max_length,
+            ig_steps=cfg.ig_steps,
+            random_seeds=cfg.random_seeds,
+            bootstrap_resamples=cfg.bootstrap_resamples,
+            min_class_word_count=cfg.min_class_word_count,
+            top_words=cfg.top_words,
+            num_examples=cfg.num_examples,
+            seed=cfg.seed,
+        )
 
 
 @dataclass

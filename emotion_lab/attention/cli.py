@@ -76,22 +76,6 @@ def _resolve_runs(cfg: AttentionConfig) -> tuple[Any, list[Any]]:
     return client, [runs.run_ref(client, i) for i in (cfg.run_id, cfg.compare_run_id) if i]
 
 
-def _settings(cfg: AttentionConfig) -> Any:
-    from emotion_lab.attention.causal import Settings
-
-    return Settings(
-        batch_size=cfg.batch_size,
-        max_length=cfg.model.max_length,
-        ig_steps=cfg.ig_steps,
-        random_seeds=cfg.random_seeds,
-        bootstrap_resamples=cfg.bootstrap_resamples,
-        min_class_word_count=cfg.min_class_word_count,
-        top_words=cfg.top_words,
-        num_examples=cfg.num_examples,
-        seed=cfg.seed,
-    )
-
-
 def _causal_sample(cfg: AttentionConfig, data: DataConfig, refs: list[Any]) -> Any:
     """The labelled sample of the causal analysis, or None (with why) when it cannot run."""
     from emotion_lab.attention.sampling import causal_sample
@@ -155,7 +139,7 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
                     )
                 )
             if sample is not None:
-                result = causal.analyse_model(loaded, sample, _settings(cfg))
+                result = causal.analyse_model(loaded, sample, causal.Settings.of(cfg))
                 lines = causal.write_model(result, folder, ["head_stats.png"], cfg.num_examples)
                 causal_results.append(result)
         print(summary, flush=True)
@@ -191,11 +175,14 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
 
 
 def _match(inputs: list[Any]) -> Any:
-    """Head matching of the two models, or None when they tokenize the texts differently
-    (their attention rows are then not over the same keys)."""
+    """Head matching of the two models, or None when they differ in shape (the comparison then
+    refuses them) or tokenize the texts differently (their attention rows are then not over the
+    same keys)."""
     from emotion_lab.attention import matching
 
     (enc_a, att_a), (enc_b, att_b) = inputs
+    if att_a[0].shape[:2] != att_b[0].shape[:2]:
+        return None
     if [e.input_ids for e in enc_a] != [e.input_ids for e in enc_b]:
         print("Heads not matched: the two models tokenize the texts differently.", flush=True)
         return None
