@@ -4,7 +4,6 @@ through the normal CLI on texts in which one word decides the label."""
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from emotion_lab.store import names
 from tests.attention.test_cli import _artifact, _runs, run_attention
+from tests.attention.test_html_report import assert_offline
 from tests.conftest import run_cli, tracking_uri
 
 pytestmark = pytest.mark.slow
@@ -65,26 +65,6 @@ def keyword_texts(n: int, seed: int) -> pd.DataFrame:
         words.insert(int(rng.integers(0, len(words) + 1)), keyword)
         rows.append({"text": " ".join(words), "label": KEYWORDS[keyword]})
     return pd.DataFrame(rows)
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.urls: list[str] = []
-        self.tags: set[str] = set()
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        self.tags.add(tag)
-        self.urls += [v for k, v in attrs if k in {"src", "href", "data", "action"} and v]
-
-
-def assert_offline(html: str) -> None:
-    """No resource outside the file: every src/href is a data: URI, no script, no CSS url()."""
-    parser = _Links()
-    parser.feed(html)
-    assert parser.urls and all(u.startswith("data:") for u in parser.urls), parser.urls[:3]
-    assert not parser.tags & {"script", "link", "iframe"}
-    assert "url(" not in html and "@import" not in html
 
 
 @pytest.fixture(scope="module")
