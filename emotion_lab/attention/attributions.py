@@ -183,21 +183,17 @@ def attribute(
         method: [t.word_scores(s) for t, s in zip(texts, values, strict=True)]  # type: ignore[arg-type]
         for method, values in token_scores.items()
     }
-    scores["leave_one_out"] = leave_one_out(model, texts, probs, predicted, batch_size, name)
+    scores["leave_one_out"] = leave_one_out(model, texts, probs, batch_size, name)
     return Attributions(
         texts, probs, predicted, scores, error, change, pooled_entropy, pooled_first
     )
 
 
 def leave_one_out(
-    model: PreTrainedModel,
-    texts: list[WordedText],
-    probs: np.ndarray,
-    predicted: np.ndarray,
-    batch_size: int,
-    name: str,
+    model: PreTrainedModel, texts: list[WordedText], probs: np.ndarray, batch_size: int, name: str
 ) -> list[np.ndarray]:
     """Per text, per word: p(predicted | text) - p(predicted | text without the word)."""
+    predicted = probs.argmax(-1)
     seqs = [t.without([w]) for t in texts for w in range(t.num_words)]
     removed = passes.softmax(passes.logits(model, seqs, batch_size, f"leave-one-out {name}"))
     out, start = [], 0

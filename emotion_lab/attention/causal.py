@@ -104,7 +104,9 @@ def analyse_model(loaded: LoadedModel, sample: LabelledSample, s: Settings) -> C
     rng = np.random.default_rng(s.seed)
     counts = intervals.draw_counts(rng, len(texts), s.bootstrap_resamples)
     seqs = [t.input_ids for t in texts]
-    importance = head_importance(model, seqs, gold, loaded.shape, s.batch_size, counts, loaded.name)
+    importance = head_importance(
+        model, seqs, gold, batch_size=s.batch_size, counts=counts, name=loaded.name
+    )
     attributions = attribute(model, texts, s.batch_size, s.ig_steps, loaded.name)
     for column, values in (
         ("pooled_entropy", attributions.pooled_entropy),
@@ -125,10 +127,10 @@ def analyse_model(loaded: LoadedModel, sample: LabelledSample, s: Settings) -> C
         method,
         gold,
         class_names,
-        s.min_class_word_count,
-        s.top_words,
-        rng,
-        s.bootstrap_resamples,
+        min_count=s.min_class_word_count,
+        top=s.top_words,
+        rng=rng,
+        resamples=s.bootstrap_resamples,
     )
     return CausalResult(
         loaded.name,

@@ -41,6 +41,7 @@ def words_by_class(
     method: str,
     gold: np.ndarray,
     class_names: list[str],
+    *,
     min_count: int,
     top: int,
     rng: np.random.Generator,

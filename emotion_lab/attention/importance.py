@@ -55,18 +55,21 @@ def _per_text(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return loss, (logits.argmax(-1) == labels).astype(float)
 
 
+def _shape(model: PreTrainedModel) -> tuple[int, int]:
+    return model.config.num_hidden_layers, model.config.num_attention_heads
+
+
 def ablation(
     model: PreTrainedModel,
     seqs: Sequence[Sequence[int]],
     labels: np.ndarray,
-    shape: tuple[int, int],
     batch_size: int,
     desc: str,
 ) -> tuple[np.ndarray, ...]:
     """Per text: Δloss [texts, layers, heads], Δcorrect [same], Δloss of each whole layer
     [texts, layers], Δcorrect [same], each against the unablated model; then that model's
     loss and correctness [texts]. Layers below the ablated one replay the unablated pass."""
-    layers, heads = shape
+    layers, heads = _shape(model)
     n = len(seqs)
     dloss, dcorrect = np.zeros((n, layers, heads)), np.zeros((n, layers, heads))
     layer_dloss, layer_dcorrect = np.zeros((n, layers)), np.zeros((n, layers))
@@ -104,11 +107,11 @@ def gate_gradients(
     model: PreTrainedModel,
     seqs: Sequence[Sequence[int]],
     labels: np.ndarray,
-    shape: tuple[int, int],
     batch_size: int,
     desc: str,
 ) -> np.ndarray:
     """[texts, layers, heads] ∂L_x/∂ξ_h at ξ = 1, each text's own loss and gates."""
+    shape = _shape(model)
     pad = model.config.pad_token_id
     out = np.zeros((len(seqs), *shape))
     dtype = next(model.parameters()).dtype
@@ -138,18 +141,18 @@ def head_importance(
     model: PreTrainedModel,
     seqs: Sequence[Sequence[int]],
     labels: np.ndarray,
-    shape: tuple[int, int],
+    *,
     batch_size: int,
     counts: np.ndarray,
     name: str,
 ) -> Importance:
     """Ablation and gradient importance of every head and layer, with intervals over texts
     (``counts``: the bootstrap's draw counts, ``intervals.draw_counts``)."""
-    layers, heads = shape
+    shape = layers, heads = _shape(model)
     dloss, dcorrect, layer_dloss, layer_dcorrect, base_loss, base_correct = ablation(
-        model, seqs, labels, shape, batch_size, f"ablation {name}"
+        model, seqs, labels, batch_size, f"ablation {name}"
     )
-    grads = np.abs(gate_gradients(model, seqs, labels, shape, batch_size, f"gradients {name}"))
+    grads = np.abs(gate_gradients(model, seqs, labels, batch_size, f"gradients {name}"))
 
     layer, head = np.meshgrid(range(layers), range(heads), indexing="ij")
     table = pd.DataFrame({"layer": layer.ravel(), "head": head.ravel()})

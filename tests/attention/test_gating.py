@@ -111,7 +111,7 @@ def test_ablation_replaying_the_layers_below_equals_full_gated_passes():
     seqs = [loaded.tokenizer(t)["input_ids"] for t in TEXTS]
     labels = np.array([0, 1, 2, 0, 1, 2])
     dloss, _, layer_dloss, _, base_loss, _ = ablation(
-        loaded.model, seqs, labels, loaded.shape, batch_size=4, desc="test"
+        loaded.model, seqs, labels, batch_size=4, desc="test"
     )
     plain = passes.logits(loaded.model, seqs, 4)
 

@@ -23,7 +23,7 @@ def test_gate_gradient_equals_a_float64_finite_difference():
     model = loaded.model.double()
     seqs = _seqs(loaded)
     labels = np.array([0, 1, 2, 0, 1, 2])
-    grads = gate_gradients(model, seqs, labels, loaded.shape, batch_size=4, desc="test")
+    grads = gate_gradients(model, seqs, labels, batch_size=4, desc="test")
     eps = 1e-6
     ids, mask = passes.pad_ids(seqs, loaded.tokenizer.pad_token_id)
 
@@ -52,7 +52,7 @@ def test_ablation_and_gradient_name_the_one_head_that_decides():
     seqs = _seqs(loaded) * 4
     labels = _labels_it_predicts(loaded, seqs)
     counts = intervals.draw_counts(np.random.default_rng(0), len(seqs), 200)
-    result = head_importance(loaded.model, seqs, labels, loaded.shape, 8, counts, "test")
+    result = head_importance(loaded.model, seqs, labels, batch_size=8, counts=counts, name="test")
     t = result.heads.set_index(["layer", "head"])
     assert t["dloss"].idxmax() == (1, 2)
     assert t["gradient"].idxmax() == (1, 2)
@@ -83,7 +83,7 @@ def test_matching_recovers_a_permutation_of_the_heads():
     seqs = _seqs(permuted) * 2
     labels = _labels_it_predicts(permuted, seqs)
     counts = intervals.draw_counts(np.random.default_rng(0), len(seqs), 50)
-    moved = head_importance(permuted.model, seqs, labels, permuted.shape, 8, counts, "test")
+    moved = head_importance(permuted.model, seqs, labels, batch_size=8, counts=counts, name="test")
     best = moved.heads.sort_values("dloss").iloc[-1]
     assert (best.layer, best["head"]) == (1, matched[1][2])
 
