@@ -145,7 +145,7 @@ def analyse_model(loaded: LoadedModel, sample: LabelledSample, s: Settings) -> C
     )
 
 
-def _interval(row: pd.Series, column: str, fmt: str = ".2f") -> str:
+def _interval(row: pd.Series, column: str, fmt: str = ".3g") -> str:
     return f"{row[column]:{fmt}} [{row[column + '_low']:{fmt}}, {row[column + '_high']:{fmt}}]"
 
 
@@ -167,18 +167,20 @@ def findings(r: CausalResult) -> list[str]:
     t = r.faithfulness.set_index("method")
     best = t.loc[r.method]
     random = t.loc[RANDOM]
+    top = heads.loc[heads.dloss.abs().idxmax()]
     lines = [
         f"{r.name}: accuracy {r.importance.base_accuracy:.1f}% on {len(r.gold)} texts; "
         f"{len(matters)} of {total} heads matter (ablation interval excludes 0){where}; "
-        f"removing any one of {r.importance.removable} heads costs < {REMOVABLE_POINTS:g} point "
-        "of accuracy.",
+        f"the largest: L{int(top.layer)}H{int(top['head'])}, Δloss {_interval(top, 'dloss')}, "
+        f"Δaccuracy {_interval(top, 'dacc', '.1f')} points; removing any one of "
+        f"{r.importance.removable} heads costs < {REMOVABLE_POINTS:g} point of accuracy.",
         f"Whole-layer ablation costs most in layer {int(worst.layer)}: Δloss "
         f"{_interval(worst, 'dloss')}, Δaccuracy {_interval(worst, 'dacc', '.1f')} points.",
         f"Ablation and gradient importance agree with Spearman ρ = {rho[0]:.2f} "
         f"[{rho[1]:.2f}, {rho[2]:.2f}].",
         f"{TITLES[r.method]} is the most faithful explanation (comprehensiveness "
-        f"{best.comprehensiveness:.2f} vs random {random.comprehensiveness:.2f}; sufficiency "
-        f"{best.sufficiency:.2f} vs {random.sufficiency:.2f}).",
+        f"{best.comprehensiveness:.3g} vs random {random.comprehensiveness:.3g}; sufficiency "
+        f"{best.sufficiency:.3g} vs {random.sufficiency:.3g}).",
     ]
     weak = [TITLES[m] for m, row in t.iterrows() if m != RANDOM and row.gain_vs_random_low <= 0]
     if weak:
