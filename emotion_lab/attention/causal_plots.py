@@ -43,7 +43,7 @@ def importance_figure(heads: pd.DataFrame, layers: pd.DataFrame, title: str) -> 
         vmin=-bound,
         vmax=bound,
         annot=annot,
-        fmt=".2f",
+        fmt=".1g",
         annot_kws={"fontsize": 6},
         cbar_kws={"label": "Δ loss"},
         **ticks,
@@ -154,6 +154,9 @@ def examples_figure(examples: list[tuple[str, list[str], np.ndarray]], title: st
             )
             box = t.get_window_extent(renderer).transformed(ax.transAxes.inverted())
             x = box.x1 + 0.008
+            if x > 0.95:  # the rest of a long text would run off the figure
+                ax.text(x, y, "…", fontsize=9, transform=ax.transAxes)
+                break
     fig.suptitle(title, fontsize=10)
     return fig
 
