@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from emotion_lab.errors import ConfigError
-from emotion_lab.store.names import BEST_PREFIX
+from emotion_lab.store.names import BEST_PREFIX, MONITORS, VAL_ACCURACY
 
 # The conf/ tree, as an absolute path: under `python -m`, Hydra would resolve a relative one as
 # a Python package.
@@ -220,7 +220,7 @@ class TrainerConfig:
     """auto (bf16 where the hardware runs it natively, else fp32), no, bf16 or fp16."""
     early_stopping_patience: int = 2
     """Stop after this many epochs without a better monitor value; 0 = never."""
-    monitor: str = "val_accuracy"
+    monitor: str = VAL_ACCURACY
     """val_accuracy, val_macro_f1 or val_loss: picks the best epoch (and the best run)."""
     log_every_n_steps: int = 20
     """Optimizer steps between train_loss points."""
@@ -257,8 +257,7 @@ class TrainerConfig:
             self.mixed_precision,
             f"one of {precisions}",
         )
-        monitors = ("val_accuracy", "val_macro_f1", "val_loss")
-        _require(self.monitor in monitors, "trainer.monitor", self.monitor, f"one of {monitors}")
+        _require(self.monitor in MONITORS, "trainer.monitor", self.monitor, f"one of {MONITORS}")
         _require(
             self.early_stopping_patience >= 0,
             "trainer.early_stopping_patience",

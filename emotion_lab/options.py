@@ -20,6 +20,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from emotion_lab.reports import markdown_table
+
 # The schema of each command: (title, module, class).
 SCHEMAS = {
     "train": ("python -m emotion_lab", "emotion_lab.config", "Config"),
@@ -119,10 +121,13 @@ def markdown() -> str:
         "defaults.",
     ]
     for command, (title, _, _) in SCHEMAS.items():
-        parts += ["", f"## `{title}`", "", "| key | type | default | meaning |"]
-        parts.append("|---|---|---|---|")
-        for o in options(schema(command)):
-            parts.append(f"| `{o.key}` | {o.type} | `{o.default}` | {o.help} |")
+        rows = [[f"`{o.key}`", o.type, f"`{o.default}`", o.help] for o in options(schema(command))]
+        parts += [
+            "",
+            f"## `{title}`",
+            "",
+            markdown_table(["key", "type", "default", "meaning"], rows),
+        ]
     return "\n".join(parts) + "\n"
 
 

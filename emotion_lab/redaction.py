@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from emotion_lab.storage import write_text_atomically
+
 HIDDEN = "***"
 
 # The userinfo of a URI: everything between "scheme://" and the last "@" before the path
@@ -69,9 +71,7 @@ def redact_file(path: Path) -> None:
     text = path.read_text()
     clean = redact(text)
     if clean != text:
-        tmp = path.with_name(f".{path.name}.redacted")
-        tmp.write_text(clean)
-        tmp.replace(path)
+        write_text_atomically(path, clean)
 
 
 def install_log_redaction() -> None:

@@ -1,4 +1,5 @@
-"""Writes that fail for lack of space, named as such: the disk is full, a quota is reached, or
+"""Writing files safely: every file is written whole or not at all (``replace_atomically``), and
+writes that fail for lack of space are named as such: the disk is full, a quota is reached, or
 a file outgrows the process's file-size limit (``ulimit -f``).
 
 Not every writer says so: ``torch.save`` reports a failed write as an opaque stream error. So a
@@ -8,9 +9,10 @@ failed write is also judged by the sizes it needed against the free space and th
 from __future__ import annotations
 
 import errno
+import os
 import resource
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,24 @@ _SPACE_WORDS = {
     "Disk quota exceeded": errno.EDQUOT,
     "File too large": errno.EFBIG,
 }
+
+
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through ``write(tmp)`` to a temporary file beside it, then rename it into
+    place: a reader, or a kill mid-write, sees the old file or the new one, never part of one.
+    The temporary name holds the process id, so processes writing one file never share it; a
+    failed write removes it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def megabytes(n: int) -> str:

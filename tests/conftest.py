@@ -1,7 +1,7 @@
 """Offline test setup: hub cache and emotion data from ../shared (or $EMOTION_LAB_SHARED).
 
-The process helpers (``run_cli``, ``run_process``) live in tests/processes.py, shared with the
-benchmarks; they are imported here for the tests.
+The process helpers (``run_cli``, ``run_process``, ``one_error_line``) live in tests/processes.py,
+shared with the benchmarks; they are imported here for the tests.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO, run_cli, run_process
+from tests.processes import REPO, one_error_line, run_cli, run_process
 
-__all__ = ["REPO", "run_cli", "run_process"]
+__all__ = ["REPO", "one_error_line", "run_cli", "run_process"]
 
 SHARED = Path(os.environ.get("EMOTION_LAB_SHARED", REPO.parent / "shared")).resolve()
 EMOTION = SHARED / "data" / "emotion"
@@ -86,6 +86,28 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def seed_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> dict:
+    """One tiny sweep shared by the tests that only read a sweep: init x seed, 2 x 2 jobs of a
+    tiny GPT-2 (one epoch on a small sample), models logged. The reading commands log their
+    reports to it, each under its own artifact folder."""
+    cwd = tmp_path_factory.mktemp("seed-sweep")
+    proc = run_cli(
+        [
+            "-m",
+            "init=scratch,pretrained",
+            "seed=1,2",
+            f"model.name_or_path={tiny_checkpoint}",
+            "trainer.mixed_precision=no",
+            *SMALL_DATA,
+        ],
+        cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (parent,), jobs = sweep_runs(cwd)
+    return {"cwd": cwd, "parent": parent, "jobs": jobs}
 
 
 def read_json(path: Path) -> dict:

@@ -16,12 +16,25 @@ from pathlib import Path
 from emotion_lab.process import high_water_rss_kb
 
 REPO = Path(__file__).resolve().parent.parent
+ERROR_PREFIX = "emotion_lab: error: "
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The line a command stopped by a user error prints, checked: it exits with 1, prints no
+    traceback, and exactly one line of its stderr speaks of an error, the ``emotion_lab: error:``
+    line, which is returned."""
+    tail = proc.stderr[-3000:]
+    assert proc.returncode == 1, tail
+    assert "Traceback" not in proc.stderr, tail
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith(ERROR_PREFIX), tail
+    return errors[0]
 
 
 class Finished(subprocess.CompletedProcess):
     """A finished command, with its wall time and its process's peak memory in MB."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - CompletedProcess's fields, then the two measured ones
         self, args: list[str], returncode: int, stdout: str, stderr: str, seconds: float, kb: int
     ) -> None:
         super().__init__(args, returncode, stdout, stderr)

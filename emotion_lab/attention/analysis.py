@@ -7,10 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from emotion_lab.attention import bertviz_export, plots, report
 from emotion_lab.attention.extract import (
@@ -22,13 +20,9 @@ from emotion_lab.attention.extract import (
 from emotion_lab.attention.stats import HeadStats, HeadStatsAccumulator
 from emotion_lab.attention.tokens import EncodedText
 from emotion_lab.errors import ConfigError, ModelError
+from emotion_lab.reports import save_figure
 
 log = logging.getLogger(__name__)
-
-
-def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def head_statistics(loaded: LoadedModel, encoded: list[EncodedText], batch_size: int) -> HeadStats:
@@ -48,9 +42,10 @@ def _check_layer_head(loaded: LoadedModel, layer: int, head: int) -> int:
     return layer % layers
 
 
-def draw_example(
+def draw_example(  # noqa: PLR0913 - each is its own attention.* option, passed by keyword
     loaded: LoadedModel,
     example: EncodedText,
+    *,
     layer: int,
     head: int,
     out_dir: Path,
@@ -64,13 +59,13 @@ def draw_example(
     text = example.text
     short = text if len(text) <= 70 else text[:67] + "..."
     names = [f"attention_L{layer}_H{head}.png", f"heads_L{layer}.png"]
-    _save(
+    save_figure(
         plots.attention_map_figure(
             weights[layer, head], labels, f"{loaded.name}\nlayer {layer} head {head}: {short}"
         ),
         out_dir / names[0],
     )
-    _save(
+    save_figure(
         plots.heads_grid_figure(weights[layer], labels, layer, f"{loaded.name}: {short}"),
         out_dir / names[1],
     )
@@ -88,10 +83,11 @@ def example_prediction(loaded: LoadedModel, example: EncodedText) -> str:
     return f"Classes: {classes}. The drawn text {example.text!r} is predicted {label} ({prob:.2f})."
 
 
-def write_model_analysis(
+def write_model_analysis(  # noqa: PLR0913 - the word-table options and the optional verdict, by keyword
     name: str,
     stats: HeadStats,
     out_dir: Path,
+    *,
     top_words: int,
     min_count: int,
     prediction: str | None = None,
@@ -115,10 +111,12 @@ def write_model_analysis(
     }
     (out_dir / "head_stats.json").write_text(json.dumps(summary, indent=2))
     grids = {stat: stats.grid(stat) for stat in stats.panels()}
-    _save(plots.head_stats_figure(grids, f"{name}: head statistics"), out_dir / "head_stats.png")
+    save_figure(
+        plots.head_stats_figure(grids, f"{name}: head statistics"), out_dir / "head_stats.png"
+    )
     top = stats.top_words(top_words, min_count)
     if len(top):
-        _save(
+        save_figure(
             plots.top_words_figure(top, f"{name}: most attended words"),
             out_dir / "top_words.png",
         )
@@ -141,11 +139,12 @@ def matched_stats(b: HeadStats, matched: np.ndarray) -> HeadStats:
     return dataclasses.replace(b, table=table.reset_index(drop=True))
 
 
-def write_comparison(
+def write_comparison(  # noqa: PLR0913 - two models' statistics plus the word-table options, by keyword
     names: tuple[str, str],
     a: HeadStats,
     b: HeadStats,
     out_dir: Path,
+    *,
     top_words: int,
     min_count: int,
     matched: np.ndarray | None = None,
@@ -165,14 +164,16 @@ def write_comparison(
         figures.append(f"compare_{stat}.png")
         shown = names if matched is None else (names[0], f"{names[1]} (heads matched)")
         fig = plots.comparison_figure(stat, a.grid(stat), b.grid(stat), shown)
-        _save(fig, out_dir / figures[-1])
+        save_figure(fig, out_dir / figures[-1])
     merged = pd.merge(a.table, b.table, on=["layer", "head"], suffixes=("_a", "_b"))
     for stat in a.panels():
         merged[f"{stat}_diff"] = merged[f"{stat}_b"] - merged[f"{stat}_a"]
     if matched is not None:
         merged.insert(2, "head_b", matched.ravel())
     merged.to_csv(out_dir / "comparison.csv", index=False)
-    text = report.comparison_report(names, a, b, top_words, min_count, figures)
+    text = report.comparison_report(
+        names, a, b, top_words=top_words, min_count=min_count, figures=figures
+    )
     if matched is not None:
         text += (
             f"\nHeads of {names[1]} are matched to those of {names[0]} per layer (Hungarian "

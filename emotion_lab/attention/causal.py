@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -31,6 +30,7 @@ from emotion_lab.attention.sampling import LabelledSample
 from emotion_lab.attention.tokens import encode_texts
 from emotion_lab.attention.words import worded
 from emotion_lab.errors import ModelError
+from emotion_lab.reports import save_figure
 from emotion_lab.store import names as store_names
 
 # How many of a class's top words the two models' lists are compared on.
@@ -252,11 +252,8 @@ def metrics(r: CausalResult) -> list[Metric]:
 
 
 def _save(fig: Figure | None, path: Path) -> Path | None:
-    if fig is None:
-        return None
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    """``reports.save_figure``, for figures that may have nothing to draw (None)."""
+    return None if fig is None else save_figure(fig, path)
 
 
 def _examples(r: CausalResult, n: int) -> list[int]:

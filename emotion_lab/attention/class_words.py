@@ -36,7 +36,7 @@ def shares(scores: np.ndarray) -> np.ndarray:
     return scores / total if total > 0 else scores
 
 
-def words_by_class(
+def words_by_class(  # noqa: PLR0913 - the texts' scores and labels, then the ranking options by keyword
     attributions: Attributions,
     method: str,
     gold: np.ndarray,

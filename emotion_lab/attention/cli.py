@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,25 @@ def _causal_sample(cfg: AttentionConfig, data: DataConfig, refs: list[Any]) -> A
     return causal_sample(data, cfg.split, cfg.num_causal_texts, cfg.seed)
 
 
+@dataclass
+class _Analysed:
+    """One model's results, kept for the comparison."""
+
+    name: str
+    stats: Any  # attention.stats.HeadStats
+    causal: Any  # attention.causal.CausalResult, or None without the causal analysis
+    # (encoded texts, their attention) to match heads with the other model; none for one model.
+    attention: Any
+
+
+def _causal(cfg: AttentionConfig, loaded: Any, sample: Any, folder: Path) -> tuple[Any, list[str]]:
+    """The causal analysis of one model, written into its folder: (result, findings)."""
+    from emotion_lab.attention import causal
+
+    result = causal.analyse_model(loaded, sample, causal.Settings.of(cfg))
+    return result, causal.write_model(result, folder, ["head_stats.png"], cfg.num_examples)
+
+
 def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> None:
     """``data_given``: the ``data.*`` keys were set; if not, a run's own data is sampled."""
     from emotion_lab.attention import analysis, causal, matching, runs
@@ -106,7 +126,7 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
         raise ConfigError(f"example_index={cfg.example_index}: there are {len(texts)} texts.")
     sample = _causal_sample(cfg, data, refs)
 
-    results, causal_results, match_inputs = [], [], []
+    analysed = []
     for ref in refs or [None]:
         with tempfile.TemporaryDirectory() as tmp:
             if ref is None:
@@ -119,7 +139,12 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
             folder.mkdir(parents=True, exist_ok=True)
             # First: a wrong layer or head fails before the long pass.
             analysis.draw_example(
-                loaded, encoded[cfg.example_index], cfg.layer, cfg.head, folder, cfg.bertviz
+                loaded,
+                encoded[cfg.example_index],
+                layer=cfg.layer,
+                head=cfg.head,
+                out_dir=folder,
+                bertviz=cfg.bertviz,
             )
             stats = analysis.head_statistics(loaded, encoded, cfg.batch_size)
             # A run's model is a trained classifier: its classes and its verdict on the text.
@@ -129,49 +154,64 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
                 else analysis.example_prediction(loaded, encoded[cfg.example_index])
             )
             summary = analysis.write_model_analysis(
-                loaded.name, stats, folder, cfg.top_words, cfg.min_word_count, prediction
+                loaded.name,
+                stats,
+                folder,
+                top_words=cfg.top_words,
+                min_count=cfg.min_word_count,
+                prediction=prediction,
             )
-            if len(refs) == 2:
-                match_inputs.append(
-                    (
-                        encoded[: cfg.match_texts],
-                        matching.attention_of(loaded, encoded[: cfg.match_texts], cfg.batch_size),
-                    )
-                )
-            if sample is not None:
-                result = causal.analyse_model(loaded, sample, causal.Settings.of(cfg))
-                lines = causal.write_model(result, folder, ["head_stats.png"], cfg.num_examples)
-                causal_results.append(result)
+            few = encoded[: cfg.match_texts] if len(refs) == 2 else []
+            attention = (few, matching.attention_of(loaded, few, cfg.batch_size))
+            result, findings = (
+                (None, []) if sample is None else _causal(cfg, loaded, sample, folder)
+            )
         print(summary, flush=True)
-        if sample is not None:
+        if result is not None:
             print(f"## What matters ({result.seconds:.0f} s)\n", flush=True)
-            print("\n".join(f"- {line}" for line in lines) + "\n", flush=True)
+            print("\n".join(f"- {line}" for line in findings) + "\n", flush=True)
         if ref is not None:
             metrics = runs.stats_metrics(stats, cfg.per_head_metrics)
-            if sample is not None:
-                metrics += causal.metrics(result)
+            metrics += [] if result is None else causal.metrics(result)
             runs.log_analysis(client, ref.run_id, folder, ARTIFACT_DIR, metrics)
             print(f"Logged {folder} to run {ref.name} ({ref.run_id}) under {ARTIFACT_DIR}/\n")
-        results.append((loaded.name, stats))
-
-    if len(results) == 2:
-        (name_a, a), (name_b, b) = results
-        folder = output_dir / "compare"
-        matched = _match(match_inputs)
-        text = analysis.write_comparison(
-            (name_a, name_b), a, b, folder, cfg.top_words, cfg.min_word_count, matched
+        analysed.append(
+            _Analysed(loaded.name, stats, result, attention if len(refs) == 2 else None)
         )
-        if len(causal_results) == 2:
-            lines = causal.compare(*causal_results, folder, (a.table, b.table), matched)
-            text += "\n## 4. What matters, compared\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"
-            (folder / "comparison.md").write_text(text)
-            causal.write_comparison_report((name_a, name_b), text, folder)
-        print(text, flush=True)
-        target_path = f"{ARTIFACT_DIR}/{_folder(name_a)}_vs_{_folder(name_b)}"
-        for run_id in runs.comparison_targets(*refs):
-            runs.log_analysis(client, run_id, folder, target_path, [])
-            print(f"Logged the comparison to run {run_id} under {target_path}/")
+
+    if len(analysed) == 2:
+        _compare(cfg, client, refs, analysed, output_dir / "compare")
     print(f"Files: {output_dir}", flush=True)
+
+
+def _compare(
+    cfg: AttentionConfig, client: Any, refs: list[Any], analysed: list[_Analysed], folder: Path
+) -> None:
+    """The two models compared, heads matched first; logged to the sweep's parent run when both
+    runs belong to it, else to both runs."""
+    from emotion_lab.attention import analysis, causal, runs
+
+    a, b = analysed
+    matched = _match([a.attention, b.attention])
+    text = analysis.write_comparison(
+        (a.name, b.name),
+        a.stats,
+        b.stats,
+        folder,
+        top_words=cfg.top_words,
+        min_count=cfg.min_word_count,
+        matched=matched,
+    )
+    if a.causal is not None and b.causal is not None:
+        lines = causal.compare(a.causal, b.causal, folder, (a.stats.table, b.stats.table), matched)
+        text += "\n## 4. What matters, compared\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"
+        (folder / "comparison.md").write_text(text)
+        causal.write_comparison_report((a.name, b.name), text, folder)
+    print(text, flush=True)
+    target_path = f"{ARTIFACT_DIR}/{_folder(a.name)}_vs_{_folder(b.name)}"
+    for run_id in runs.comparison_targets(*refs):
+        runs.log_analysis(client, run_id, folder, target_path, [])
+        print(f"Logged the comparison to run {run_id} under {target_path}/")
 
 
 def _match(inputs: list[Any]) -> Any:

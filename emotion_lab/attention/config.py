@@ -17,7 +17,7 @@ class AttentionConfig:
     compare_run_id: str | None = None
     """A second run: both are analysed and compared (differences are compare - run)."""
     sweep_id: str | None = None
-    """A sweep: its best scratch and best pretrained jobs (chosen on validation), compared."""
+    """A sweep: the two configurations compare picks (on validation), each's best seed, compared."""
     model: ModelConfig = field(default_factory=ModelConfig)
     init: Init = Init.pretrained
     """With no run: scratch or pretrained weights of model.name_or_path."""

@@ -137,7 +137,7 @@ def _columns(frame: pd.DataFrame, name: str, triple: tuple[np.ndarray, ...]) -> 
         frame[name + suffix] = np.ravel(values)
 
 
-def head_importance(
+def head_importance(  # noqa: PLR0913 - the texts and labels, then the pass options, by keyword
     model: PreTrainedModel,
     seqs: Sequence[Sequence[int]],
     labels: np.ndarray,

@@ -24,6 +24,8 @@ def attention_of(
     loaded: LoadedModel, encoded: list[EncodedText], batch_size: int
 ) -> list[np.ndarray]:
     """Per text, in order: [layers, heads, query, key] attention over its real tokens (float32)."""
+    if not encoded:
+        return []
     out: list[np.ndarray | None] = [None] * len(encoded)
     for batch in attention_batches(loaded, encoded, batch_size):
         for row, i in enumerate(batch.indices):

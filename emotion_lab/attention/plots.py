@@ -75,7 +75,7 @@ def heads_grid_figure(weights: np.ndarray, labels: list[str], layer: int, title:
     return fig
 
 
-def _grid_heatmap(
+def _grid_heatmap(  # noqa: PLR0913 - the colour scale (vmin, vmax, cmap) is shared by a figure's panels
     ax: Axes, grid: np.ndarray, stat: str, title: str, vmin: float, vmax: float, cmap: str
 ) -> None:
     layers, heads = grid.shape

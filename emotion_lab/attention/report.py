@@ -12,6 +12,7 @@ from itertools import zip_longest
 
 import pandas as pd
 
+from emotion_lab import reports
 from emotion_lab.attention.stats import DESCRIPTIONS, STATS, HeadStats
 
 ROLE_SHARE = 0.5
@@ -21,13 +22,13 @@ ROLE_ORDER = [*ROLES.values(), "broad", "mixed"]
 SHARES = [s for s in STATS if s != "entropy"]
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    def cell(value: object) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+def _cell(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """The report's tables: floats to three decimals (``emotion_lab.reports`` renders them)."""
+    return reports.markdown_table(header, [[_cell(v) for v in row] for row in rows])
 
 
 def head_name(layer: int, head: int) -> str:
@@ -145,42 +146,45 @@ def _top_words_sentence(name: str, stats: HeadStats, min_count: int) -> str:
 
 
 def _conclusions(names: tuple[str, str], a: HeadStats, b: HeadStats, min_count: int) -> list[str]:
-    na, nb = names
-    ra, rb = heads_by_role(a), heads_by_role(b)
+    name_a, name_b = names
+    roles_a, roles_b = heads_by_role(a), heads_by_role(b)
     counts = {
         name: ", ".join(f"{len(r[role])} {role}" for role in ROLE_ORDER if r[role])
-        for name, r in ((na, ra), (nb, rb))
+        for name, r in ((name_a, roles_a), (name_b, roles_b))
     }
     layers = _layer_differences(a, b).sort_values(ascending=False)
     entropy_a, entropy_b = a.table.entropy_norm.mean(), b.table.entropy_norm.mean()
     shared = set(a.top_words(10, min_count).word) & set(b.top_words(10, min_count).word)
-    broader = nb if entropy_b > entropy_a else na
+    broader = name_b if entropy_b > entropy_a else name_a
     return [
-        f"- Heads: **{na}** has {counts[na]}; **{nb}** has {counts[nb]}.",
-        f"- Where: {na}: {_role_layers(a)}. {nb}: {_role_layers(b)}.",
-        f"- First-token (sink) share: {a.sink_share:.1%} ({na}) vs {b.sink_share:.1%} ({nb}).",
+        f"- Heads: **{name_a}** has {counts[name_a]}; **{name_b}** has {counts[name_b]}.",
+        f"- Where: {name_a}: {_role_layers(a)}. {name_b}: {_role_layers(b)}.",
+        f"- First-token (sink) share: {a.sink_share:.1%} ({name_a}) "
+        f"vs {b.sink_share:.1%} ({name_b}).",
         f"- **{broader}** spreads its attention more broadly: mean entropy relative to uniform "
-        f"attention (1 = uniform) {entropy_a:.2f} ({na}) vs {entropy_b:.2f} ({nb}).",
+        f"attention (1 = uniform) {entropy_a:.2f} ({name_a}) vs {entropy_b:.2f} ({name_b}).",
         f"- The models differ most in layer {int(layers.index[0])} (mean |difference| of the "
         f"attention shares {layers.iloc[0]:.3f}) and least in layer {int(layers.index[-1])} "
         f"({layers.iloc[-1]:.3f}).",
         f"- Most attended words (first token excluded, 1 = uniform): "
-        f"{_top_words_sentence(na, a, min_count)}; {_top_words_sentence(nb, b, min_count)}; "
+        f"{_top_words_sentence(name_a, a, min_count)}; "
+        f"{_top_words_sentence(name_b, b, min_count)}; "
         f"in both top-10 lists: {', '.join(sorted(shared)) or 'none'}.",
     ]
 
 
-def comparison_report(
+def comparison_report(  # noqa: PLR0913 - two models' statistics plus the word-table options, by keyword
     names: tuple[str, str],
     a: HeadStats,
     b: HeadStats,
+    *,
     top_words: int,
     min_count: int,
     figures: Sequence[str],
 ) -> str:
     """Answers what differs, which words and which layers/heads, for two models of one shape."""
-    na, nb = names
-    ra, rb = heads_by_role(a), heads_by_role(b)
+    name_a, name_b = names
+    roles_a, roles_b = heads_by_role(a), heads_by_role(b)
     stats_rows = [
         [
             DESCRIPTIONS[s],
@@ -197,13 +201,20 @@ def comparison_report(
     ]
     shares = a.panels()[1:]
     layer_columns = [f"{s} {n}" for s in ["entropy_norm", *shares] for n in ("A", "B")]
-    pa, pb = a.per_layer(), b.per_layer()
+    layers_a, layers_b = a.per_layer(), b.per_layer()
     layer_rows = [
-        [f"L{lay}", *(float(p.loc[lay, s]) for s in ["entropy_norm", *shares] for p in (pa, pb))]
-        for lay in pa.index
+        [
+            f"L{lay}",
+            *(
+                float(p.loc[lay, s])
+                for s in ["entropy_norm", *shares]
+                for p in (layers_a, layers_b)
+            ),
+        ]
+        for lay in layers_a.index
     ]
     parts = [
-        f"# Attention: {na} (A) vs {nb} (B)",
+        f"# Attention: {name_a} (A) vs {name_b} (B)",
         "Same texts for both: " + _sample_line(a),
         "## Conclusions",
         "\n".join(_conclusions(names, a, b, min_count)),
@@ -213,14 +224,14 @@ def comparison_report(
         "Heads that differ most, per statistic:",
         markdown_table(["statistic", "head", "A", "B", "B - A"], _largest_differences(a, b)),
         "## 2. Which words the models attend to",
-        _sink_sentence(na, a) + "\n" + _sink_sentence(nb, b),
+        _sink_sentence(name_a, a) + "\n" + _sink_sentence(name_b, b),
         f"Words seen at least {min_count} times, by lift (attention received / uniform share, "
         "first token excluded):",
-        markdown_table(["rank", f"A: {na}", f"B: {nb}"], word_rows),
+        markdown_table(["rank", f"A: {name_a}", f"B: {name_b}"], word_rows),
         "## 3. In which layers and heads",
         markdown_table(
             ["role", "A", "B"],
-            [[r, " ".join(ra[r]) or "-", " ".join(rb[r]) or "-"] for r in ROLE_ORDER],
+            [[r, " ".join(roles_a[r]) or "-", " ".join(roles_b[r]) or "-"] for r in ROLE_ORDER],
         ),
         "Per layer (mean over heads):",
         markdown_table(["layer", *layer_columns], layer_rows),

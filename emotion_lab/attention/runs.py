@@ -16,15 +16,9 @@ from omegaconf import OmegaConf
 
 from emotion_lab.attention.stats import HeadStats
 from emotion_lab.config import DataConfig
-from emotion_lab.errors import TrackingError
+from emotion_lab.errors import TrackingError, UserError
 from emotion_lab.store import names
-from emotion_lab.store.reader import (
-    SELECTION_RULE,
-    best_run,
-    get_run,
-    search_all,
-    sweep_jobs_query,
-)
+from emotion_lab.store.reader import get_run, search_all, sweep_jobs_query, sweep_pair_runs
 
 # MLflow takes at most 1000 metrics per call.
 BATCH = 1000
@@ -51,32 +45,23 @@ def run_ref(client: MlflowClient, run_id: str) -> RunRef:
 def sweep_pair(
     client: MlflowClient, experiment: str, sweep_id: str
 ) -> tuple[tuple[RunRef, RunRef], str]:
-    """The best FINISHED scratch and pretrained jobs of a sweep, chosen on validation only
-    (``store.reader.best_run``), and a line that says which and why."""
+    """The runs of the pair ``compare`` compares by default, one model per side: the best seed of
+    each configuration ``store.reader.best_pair`` picks (on validation only), and a line that
+    says which and why."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise TrackingError(
             f"tracking.experiment={experiment} does not exist in {client.tracking_uri}."
         )
     runs = search_all(client, found.experiment_id, sweep_jobs_query(sweep_id, finished_only=True))
-    best = {
-        init: best_run([r for r in runs if r.data.params.get(names.INIT_PARAM) == init])
-        for init in ("scratch", "pretrained")
-    }
-    if any(run is None for run in best.values()):
-        inits = sorted({str(r.data.params.get(names.INIT_PARAM)) for r in runs})
+    try:
+        (a, b), why = sweep_pair_runs(runs)
+    except UserError as e:
         raise TrackingError(
-            f"sweep_id={sweep_id}: a comparison needs a FINISHED init=scratch and init=pretrained "
-            f"job; found {len(runs)} finished job(s) with init {inits}. "
+            f"sweep_id={sweep_id}: {e} Found {len(runs)} finished job(s). "
             "Pass run_id=... compare_run_id=... to compare two runs of your choice."
-        )
-    scratch, pretrained = best["scratch"], best["pretrained"]
-    assert scratch is not None and pretrained is not None
-    why = (
-        f"Picked {scratch.info.run_name} and {pretrained.info.run_name}: the best scratch and "
-        f"pretrained jobs of sweep {sweep_id} by the {SELECTION_RULE}."
-    )
-    return (run_ref(client, scratch.info.run_id), run_ref(client, pretrained.info.run_id)), why
+        ) from None
+    return (run_ref(client, a.info.run_id), run_ref(client, b.info.run_id)), why
 
 
 def run_data(client: MlflowClient, run_id: str) -> DataConfig | None:

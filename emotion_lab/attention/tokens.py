@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from emotion_lab.data.tokenization import PAIR_JOIN
 from emotion_lab.errors import ModelError
 
 # Marks a piece that continues the previous token's word, for every tokenizer.
@@ -20,7 +21,6 @@ BLANK = "␣"
 
 
 # Shown between the two texts of a sentence pair.
-PAIR_JOIN = " ‖ "
 
 
 @dataclass

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pandas as pd
 
 from emotion_lab.compare.stats import expected_max
+from emotion_lab.store import names
 
 # The score the curve is drawn for: each run's kept epoch, on validation.
-BUDGET_METRIC = "val_accuracy"
+BUDGET_METRIC = names.VAL_ACCURACY
 
 
 def expected_max_table(table: pd.DataFrame, key: str) -> pd.DataFrame:

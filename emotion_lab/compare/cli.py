@@ -18,10 +18,10 @@ options.register_resolver()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare")
 def main(dcfg: DictConfig) -> None:
-    from emotion_lab.compare.groups import group_keys, group_markdown_frame
+    from emotion_lab.compare.groups import group_markdown_frame
     from emotion_lab.compare.report import compare
     from emotion_lab.compare.table import markdown
-    from emotion_lab.store.reader import SELECTION_RULE
+    from emotion_lab.store.reader import SELECTION_RULE, group_keys
 
     try:
         cfg: CompareConfig = OmegaConf.to_object(dcfg)  # type: ignore[assignment]

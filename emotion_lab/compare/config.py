@@ -21,7 +21,7 @@ class CompareConfig:
     """Name of the registered model a new version is added to."""
     a: list[str] = field(default_factory=list)
     """First compared configuration as key:value items, a=[init:pretrained,lr:1e-4]; keys left
-    out are chosen on validation. Empty: the best of each value of the first swept key."""
+    out are chosen on validation. Empty: the best of each init (else first swept key) value."""
     b: list[str] = field(default_factory=list)
     """Second compared configuration, named like ``a`` (both or neither)."""
     bootstrap_resamples: int = 10000

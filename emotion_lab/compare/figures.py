@@ -16,6 +16,8 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from emotion_lab.store import names
+
 # Learning rates are strings here on purpose (categories); matplotlib would log that at INFO.
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
@@ -57,13 +59,16 @@ def accuracy_figure(table: pd.DataFrame, keys: list[str], seeds: bool, title: st
         x_label = hue or "run"
     long = data.melt(
         id_vars=["x", *([hue] if hue else [])],
-        value_vars=["val_accuracy", "test_accuracy"],
+        value_vars=[names.VAL_ACCURACY, names.TEST_ACCURACY],
         var_name="split",
         value_name="accuracy",
     )
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for ax, split, name in zip(
-        axes, ("val_accuracy", "test_accuracy"), ("validation (best epoch)", "test"), strict=True
+        axes,
+        (names.VAL_ACCURACY, names.TEST_ACCURACY),
+        ("validation (best epoch)", "test"),
+        strict=True,
     ):
         part = long[long["split"] == split]
         if part["accuracy"].isna().all():
@@ -168,7 +173,7 @@ def _curves(history: pd.DataFrame, labels: dict[str, str], keys: list[str], x: s
 
 
 def validation_figure(history: pd.DataFrame, labels: dict[str, str], title: str) -> Figure:
-    keys = ["val_accuracy", "val_macro_f1", "val_loss"]
+    keys = list(names.MONITORS)
     data = _curves(history, labels, keys, "epoch")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, key in zip(axes, keys, strict=True):

@@ -1,51 +1,15 @@
-"""Runs grouped into configurations: every swept key but the seed. A group's runs differ only by
-their seed; its numbers are their mean, standard deviation, min and max."""
+"""The numbers of each configuration (``store.reader.Group``: every swept key but the seed): the
+mean, standard deviation, min and max over its seeds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-from mlflow.entities import Run
 
 from emotion_lab.compare.table import cell
-from emotion_lab.store.names import SEED_PARAM
+from emotion_lab.store.names import SCORES as GROUP_METRICS
 
-# Numbers summarised per group: the kept epoch's validation numbers, then the test numbers.
-GROUP_METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
 STATS = ("mean", "std", "min", "max")
-
-
-def group_keys(swept: list[str]) -> list[str]:
-    """The keys that define a configuration: every swept key except the seed."""
-    return [k for k in swept if k != SEED_PARAM]
-
-
-@dataclass
-class Group:
-    """One configuration: its key values and its runs (all of them; statistics use the
-    finished ones), in job order."""
-
-    values: dict[str, str]
-    runs: list[Run]
-
-    @property
-    def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.values.items()) or "all runs"
-
-    @property
-    def finished(self) -> list[Run]:
-        return [r for r in self.runs if r.info.status == "FINISHED"]
-
-
-def make_groups(jobs: list[Run], keys: list[str]) -> list[Group]:
-    """Groups in the order of their first job."""
-    groups: dict[tuple[str, ...], Group] = {}
-    for run in jobs:
-        values = {k: run.data.params.get(k, "") for k in keys}
-        groups.setdefault(tuple(values.values()), Group(values, [])).runs.append(run)
-    return list(groups.values())
 
 
 def group_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

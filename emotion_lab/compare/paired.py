@@ -1,6 +1,7 @@
-"""Two configurations on the same test examples: which two (chosen on validation, or named by
-their key values), the paired differences with bootstrap intervals, McNemar's test, and the
-error analysis (per-class F1, confusion difference, the examples they disagree on)."""
+"""Two configurations on the same test examples: which two (named by their key values, else
+the pair ``store.reader.best_pair`` picks on validation), the paired differences with bootstrap
+intervals, McNemar's test, and the error analysis (per-class F1, confusion difference, the
+examples they disagree on)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ from mlflow.tracking import MlflowClient
 
 from emotion_lab.compare import stats
 from emotion_lab.compare.config import CompareConfig
-from emotion_lab.compare.groups import Group
 from emotion_lab.confusion import confusion, per_class_f1
 from emotion_lab.errors import ConfigError, TrackingError
 from emotion_lab.store import names
 from emotion_lab.store.names import SEED_PARAM
-from emotion_lab.store.reader import best_group, decided_by, group_selection_key, monitor_of
+from emotion_lab.store.reader import (
+    Group,
+    best_group,
+    best_pair,
+    decided_by,
+    group_selection_key,
+    monitor_of,
+)
 
 # How many disagreements the report lists.
 TOP_DISAGREEMENTS = 20
@@ -98,30 +105,20 @@ def _named(groups: list[Group], keys: list[str], side: str, items: list[str]) ->
 
 
 def choose_pair(groups: list[Group], keys: list[str], cfg: CompareConfig) -> tuple[Choice, Choice]:
-    """The two configurations to compare: those named by ``cfg.a``/``cfg.b``, else the best of
-    each value of the first key, the overall best against the best of the other values."""
+    """The two configurations to compare: those named by ``cfg.a``/``cfg.b``, else the default
+    pair of ``store.reader.best_pair`` (which ``attention`` picks too)."""
     if cfg.a:
         a, b = _named(groups, keys, "a", cfg.a), _named(groups, keys, "b", cfg.b)
         if a.group is b.group:
             raise ConfigError(f"a and b both name {a.group.label}: name two configurations.")
         return a, b
-    if not keys:
-        raise ConfigError("nothing but the seed was swept: there are no two configurations.")
-    first = keys[0]
-    values = list(dict.fromkeys(g.values[first] for g in groups))
-    if len(values) < 2:
-        raise ConfigError(f"{first} has one value only: name two configurations with a.* and b.*.")
-    best = [
-        _choose([g for g in groups if g.values[first] == v], f"best of {first}={v}") for v in values
-    ]
-    winner = best_group([c.group.runs for c in best])
-    if winner is None:
-        raise TrackingError("no configuration has a finished run to compare.")
-    rest = [c for i, c in enumerate(best) if i != winner]
-    runner_up = best_group([c.group.runs for c in rest])
-    if runner_up is None:
-        raise TrackingError(f"only {best[winner].group.label} has finished runs to compare.")
-    return best[winner], rest[runner_up]
+    try:
+        a, b = best_pair(groups, keys)
+    except ConfigError as e:
+        raise ConfigError(f"{e} Name two configurations with a.* and b.*.") from None
+    return _choose(a.candidates, f"best of {a.key}={a.value}"), _choose(
+        b.candidates, f"best of {b.key}={b.value}"
+    )
 
 
 def _test_predictions(client: MlflowClient, run_id: str, tmp: Path) -> pd.DataFrame:
@@ -266,12 +263,12 @@ def _side(choice: Choice, frames: dict[str, pd.DataFrame], k: int) -> Side:
     pred = np.stack([p[names.PRED_PREDICTED].to_numpy(np.int64) for p in parts])
     true = parts[0][names.PRED_LABEL].to_numpy(np.int64)
     return Side(
-        choice,
-        [r.data.params.get(SEED_PARAM, "") for r in runs],
-        [r.info.run_id for r in runs],
-        pred,
-        np.stack([p[prob_columns].to_numpy(float) for p in parts]),
-        np.stack([confusion(true, row, k) for row in pred]),
+        choice=choice,
+        seeds=[r.data.params.get(SEED_PARAM, "") for r in runs],
+        run_ids=[r.info.run_id for r in runs],
+        pred=pred,
+        probs=np.stack([p[prob_columns].to_numpy(float) for p in parts]),
+        confusions=np.stack([confusion(true, row, k) for row in pred]),
     )
 
 
@@ -315,15 +312,15 @@ def compare_pair(
         for seed_a, seed_b, pa, pb in zip(a.seeds, b.seeds, a.pred, b.pred, strict=False)
     ]
     return Comparison(
-        a,
-        b,
-        label_names,
-        reference[names.PRED_ROW].to_numpy(),
-        list(reference[names.PRED_TEXT]),
-        true,
-        intervals,
-        mcnemar,
-        cfg.confidence,
-        cfg.bootstrap_resamples,
-        covers,
+        a=a,
+        b=b,
+        label_names=label_names,
+        rows=reference[names.PRED_ROW].to_numpy(),
+        texts=list(reference[names.PRED_TEXT]),
+        true=true,
+        intervals=intervals,
+        mcnemar=mcnemar,
+        level=cfg.confidence,
+        resamples=cfg.bootstrap_resamples,
+        covers=covers,
     )

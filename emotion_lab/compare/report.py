@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -16,24 +15,22 @@ from mlflow.tracking import MlflowClient
 from emotion_lab.compare import figures
 from emotion_lab.compare.budget import BUDGET_METRIC, expected_max_table
 from emotion_lab.compare.config import CompareConfig
-from emotion_lab.compare.groups import (
-    Group,
-    group_keys,
-    group_markdown_frame,
-    group_table,
-    make_groups,
-)
+from emotion_lab.compare.groups import group_markdown_frame, group_table
 from emotion_lab.compare.paired import Comparison, choose_pair, compare_pair
 from emotion_lab.compare.runs import SweepRuns, read_sweep
 from emotion_lab.compare.table import best_row, markdown, run_table
 from emotion_lab.errors import TrackingError, UserError, one_line
+from emotion_lab.reports import save_figure
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_reading, ui_address
 from emotion_lab.store.reader import (
     SELECTION_RULE,
+    Group,
     RunningRun,
     check_safe_weights,
     decided_by,
+    group_keys,
+    make_groups,
     monitor_of,
     selection_key,
     stale_runs,
@@ -204,12 +201,6 @@ def _summary(sweep: SweepRuns, report: Report, keys: list[str], curves: pd.DataF
     return "\n".join(lines) + "\n"
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def _csv(frame: pd.DataFrame, path: Path) -> Path:
     frame.to_csv(path, index=False)
     return path
@@ -228,9 +219,9 @@ def write_files(sweep: SweepRuns, report: Report) -> list[Path]:
     files = [
         out / TABLE_MD,
         _csv(table, out / TABLE_CSV),
-        _save(figures.accuracy_figure(table, keys, seeds, title), out / ACCURACY_PNG),
-        _save(figures.validation_figure(sweep.history, labels, title), out / VALIDATION_PNG),
-        _save(figures.train_loss_figure(sweep.history, labels, title), out / TRAIN_LOSS_PNG),
+        save_figure(figures.accuracy_figure(table, keys, seeds, title), out / ACCURACY_PNG),
+        save_figure(figures.validation_figure(sweep.history, labels, title), out / VALIDATION_PNG),
+        save_figure(figures.train_loss_figure(sweep.history, labels, title), out / TRAIN_LOSS_PNG),
     ]
     if report.groups is not None:
         files.append(_csv(report.groups, out / GROUPS_CSV))
@@ -240,7 +231,7 @@ def write_files(sweep: SweepRuns, report: Report) -> list[Path]:
             _csv(c.paired_frame(), out / PAIRED_CSV),
             _csv(c.per_class_f1(), out / PER_CLASS_CSV),
             _csv(c.disagreements(), out / DISAGREEMENTS_CSV),
-            _save(
+            save_figure(
                 figures.confusion_difference_figure(
                     c.confusion_difference(), c.label_names, c.a.label, c.b.label
                 ),
@@ -250,7 +241,7 @@ def write_files(sweep: SweepRuns, report: Report) -> list[Path]:
     if keys:
         files += [
             _csv(curves, out / BUDGET_CSV),
-            _save(figures.expected_max_figure(curves, keys[0], title), out / BUDGET_PNG),
+            save_figure(figures.expected_max_figure(curves, keys[0], title), out / BUDGET_PNG),
         ]
     return files
 
@@ -299,8 +290,8 @@ def register_best(
             tags={
                 names.SWEEP_TAG: sweep_id,
                 "selected_by": SELECTION_RULE,
-                "val_accuracy": f"{best.val_accuracy:.4f}",
-                "test_accuracy": f"{best.test_accuracy:.4f}",
+                names.VAL_ACCURACY: f"{best[names.VAL_ACCURACY]:.4f}",
+                names.TEST_ACCURACY: f"{best[names.TEST_ACCURACY]:.4f}",
             },
         )
     except MlflowException as e:
@@ -318,12 +309,12 @@ def compare(cfg: CompareConfig) -> Report:
     comparison, note = _compare_two(client, groups, keys, cfg)
     parent_id = sweep.parent.info.run_id
     report = Report(
-        sweep.sweep_id,
-        parent_id,
-        table,
-        sweep.swept,
-        out,
-        best,
+        sweep_id=sweep.sweep_id,
+        parent_run_id=parent_id,
+        table=table,
+        swept=sweep.swept,
+        output_dir=out,
+        best=best,
         best_why=_best_why(sweep, best),
         groups=group_table(table, keys) if names.SEED_PARAM in sweep.swept else None,
         comparison=comparison,

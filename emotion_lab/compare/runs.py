@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from emotion_lab.config import Config
 from emotion_lab.errors import TrackingError
 from emotion_lab.store import names
-from emotion_lab.store.names import ROLE_TAG, SWEEP_TAG, flatten
-from emotion_lab.store.reader import job_num, search_all, sweep_jobs_query
+from emotion_lab.store.names import ROLE_TAG, SWEEP_TAG
+from emotion_lab.store.reader import job_num, search_all, sweep_jobs_query, swept_keys
 
 # Per-epoch and per-step series the report plots or summarises.
 HISTORY_KEYS = (
     "epoch",
-    "val_accuracy",
-    "val_macro_f1",
-    "val_loss",
+    *names.MONITORS,
     "train_loss",
     "train_samples_per_s",
 )
@@ -59,35 +54,6 @@ def find_parent(client: MlflowClient, experiment_id: str, sweep: str) -> Run:
         ids = ", ".join(r.data.tags.get(SWEEP_TAG, "?") for r in recent) or "none"
         raise TrackingError(f"sweep={sweep}: no such sweep in this experiment (newest: {ids}).")
     return found[0]
-
-
-@cache
-def _config_keys() -> tuple[str, ...]:
-    """Flattened keys of the training schema, in schema order."""
-    tree = OmegaConf.to_container(OmegaConf.structured(Config), enum_to_str=True)
-    return tuple(flatten(tree))  # type: ignore[arg-type]
-
-
-def _config_rank(key: str) -> int | None:
-    """Position of a param in the schema; None for params a job adds at run time
-    (num_parameters, device, ...), which follow from the config rather than being chosen."""
-    for i, name in enumerate(_config_keys()):
-        # Dict-valued keys (model.config_overrides) are flattened further in the params.
-        if key == name or key.startswith(name + "."):
-            return i
-    return None
-
-
-def swept_keys(jobs: list[Run]) -> list[str]:
-    """Config params that differ between the jobs (absent counts as a value): top-level keys
-    (init, lr, seed) first, then in schema order."""
-    keys = {k for run in jobs for k in run.data.params}
-    swept = [
-        k
-        for k in keys
-        if _config_rank(k) is not None and len({run.data.params.get(k) for run in jobs}) > 1
-    ]
-    return sorted(swept, key=lambda k: ("." in k, _config_rank(k), k))
 
 
 def _history(client: MlflowClient, jobs: list[Run]) -> pd.DataFrame:

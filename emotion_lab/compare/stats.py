@@ -81,7 +81,7 @@ def _group_means(per_run: np.ndarray, runs: np.ndarray | None) -> np.ndarray:
     return np.take_along_axis(per_run.T, runs, axis=1).mean(axis=1)
 
 
-def paired_difference(
+def paired_difference(  # noqa: PLR0913 - the bootstrap's inputs: predictions and their resample indices
     true: np.ndarray,
     preds_a: np.ndarray,
     preds_b: np.ndarray,

@@ -8,16 +8,14 @@ import pandas as pd
 from mlflow.entities import Run
 
 from emotion_lab.compare.runs import SweepRuns
+from emotion_lab.reports import markdown_table
 from emotion_lab.store import names
 from emotion_lab.store.reader import best_run, job_num
 
 # Validation numbers are those of the best epoch (the one that was tested and logged).
 METRICS = (
     names.BEST_EPOCH_METRIC,
-    "val_accuracy",
-    "val_macro_f1",
-    "test_accuracy",
-    "test_macro_f1",
+    *names.SCORES,
     "wall_seconds",
     "train_samples_per_s",
 )
@@ -47,10 +45,7 @@ def _row(run: Run, history: pd.DataFrame, swept: list[str]) -> dict[str, object]
         "status": run.info.status,
         **{key: run.data.params.get(key, "") for key in swept},
         names.BEST_EPOCH_METRIC: best,
-        "val_accuracy": at_best.get("val_accuracy"),
-        "val_macro_f1": at_best.get("val_macro_f1"),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "test_macro_f1": metrics.get("test_macro_f1"),
+        **{s: (at_best if s.startswith("val_") else metrics).get(s) for s in names.SCORES},
         "wall_seconds": metrics.get("wall_seconds"),
         # Mean over the epochs that ran.
         "train_samples_per_s": speed.mean() if not speed.empty else None,
@@ -85,12 +80,6 @@ def cell(key: str, value: object) -> str:
 
 def markdown(table: pd.DataFrame) -> str:
     """A markdown table padded to align, so the same text reads well in a terminal."""
-    header = list(table.columns)
-    cells = [[cell(k, row[k]) for k in header] for _, row in table.iterrows()]
-    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
-
-    def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), rule, *(line(c) for c in cells)])
+    header = [str(h) for h in table.columns]
+    cells = [[cell(k, row[k]) for k in table.columns] for _, row in table.iterrows()]
+    return markdown_table(header, cells, padded=True)

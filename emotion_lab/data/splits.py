@@ -94,7 +94,7 @@ def split_off(rows: Rows, n_out: int, seed: int, what: str, names: list[str]) ->
     return rows.take(kept), rows.take(out)
 
 
-def _carve(
+def _carve(  # noqa: PLR0913 - one private step of carve_splits, with that function's values
     train: Rows, role: str, fraction: float, n_source: int, seed: int, names: list[str]
 ) -> tuple[Rows, Rows, str]:
     key = "data.val_fraction" if role == VALIDATION else "data.test_fraction"

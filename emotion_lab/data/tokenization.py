@@ -46,6 +46,9 @@ class TokenizedSplits:
 
 
 # Columns that ride along through tokenization until the splits are ordered.
+# How a sentence pair is shown as one text, wherever it is shown: per-example predictions,
+# the attention report, predict's output.
+PAIR_JOIN = " ‖ "
 _ROW, _TEXT = ROW_COLUMN, "text"
 
 
@@ -102,10 +105,10 @@ def tokenize_splits(
         enc = {k: v for k, v in enc.items() if k in input_names}
         enc["labels"] = batch[cfg.label_column]
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
-        # The text shown in per-example predictions; a pair as "first | second".
+        # The text shown in per-example predictions; a pair joined by PAIR_JOIN.
         texts = [batch[c] for c in columns]
         enc[_TEXT] = (
-            texts[0] if len(texts) == 1 else [" | ".join(t) for t in zip(*texts, strict=True)]
+            texts[0] if len(texts) == 1 else [PAIR_JOIN.join(t) for t in zip(*texts, strict=True)]
         )
         return enc
 
@@ -203,7 +206,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         yield from batches
 
 
-def make_loaders(
+def make_loaders(  # noqa: PLR0913 - the splits, their tokenizer, and the three config groups that shape batches
     splits: TokenizedSplits,
     tokenizer: PreTrainedTokenizerBase,
     trainer: TrainerConfig,

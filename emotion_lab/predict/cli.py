@@ -89,10 +89,12 @@ def _predict_file(
     if cfg.output:
         write_predictions(out, Path(cfg.output))
     else:
+        from emotion_lab.data.tokenization import PAIR_JOIN  # with the model: not at start-up
+
         width = max(map(len, clf.label_names))
         shown = out.head(_SHOWN_ROWS)
         for text, label, p in zip(texts, shown.predicted_label, shown.predicted_prob, strict=False):
-            shown_text = text if isinstance(text, str) else " ‖ ".join(text)
+            shown_text = text if isinstance(text, str) else PAIR_JOIN.join(text)
             print(f"{label:<{width}}  {p:.4f}  {_shorten(shown_text)}")
         if len(out) > _SHOWN_ROWS:
             print(f"... {len(out) - _SHOWN_ROWS} more; set output=preds.csv|.jsonl to keep all.")

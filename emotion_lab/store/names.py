@@ -1,5 +1,6 @@
-"""The MLflow contract: every tag, param and artifact name that training writes and the reading
-commands (compare, predict, attention) look up. Defined here once, used by name everywhere."""
+"""The MLflow contract: every tag, param, metric and artifact name that training writes and the
+reading commands (compare, predict, attention) look up, and the tuples of scores they show.
+Defined here once, used by name everywhere."""
 
 from __future__ import annotations
 
@@ -50,6 +51,19 @@ MONITOR_PARAM = "trainer.monitor"
 DATA_SOURCE_PARAM = "data_source.{split}"
 DATA_SAMPLE_PARAM = "data_sample.{split}"
 
+# Validation metrics, logged at each epoch's end; the ones trainer.monitor may name.
+VAL_ACCURACY = "val_accuracy"
+VAL_MACRO_F1 = "val_macro_f1"
+VAL_LOSS = "val_loss"
+MONITORS = (VAL_ACCURACY, VAL_MACRO_F1, VAL_LOSS)
+# Test metrics, logged once at the job's end.
+TEST_ACCURACY = "test_accuracy"
+TEST_MACRO_F1 = "test_macro_f1"
+# The scores every summary of runs shows: the kept epoch's validation numbers, then the test
+# numbers. SCORES name them as a reading command shows them; LOGGED_SCORES (below) are the
+# final metrics a job logs for them.
+SCORES = (VAL_ACCURACY, VAL_MACRO_F1, TEST_ACCURACY, TEST_MACRO_F1)
+
 # Metrics a job logs once, at its end: the monitored score of the epoch it kept (best_<monitor>).
 BEST_PREFIX = "best_"
 BEST_EPOCH_METRIC = "best_epoch"
@@ -63,6 +77,14 @@ PHASES = ("start", "data", "model", "fit", "finish")
 # The job's peak memory, logged at its end: CUDA's max_memory_allocated on a GPU, else the
 # process's max RSS (docs/benchmarks.md compares it with the Trainer's).
 PEAK_MEMORY_MB = "peak_memory_mb"
+
+
+def logged_score(score: str) -> str:
+    """The final metric a job logs for a score: ``best_val_*`` for validation, else itself."""
+    return BEST_PREFIX + score if score.startswith("val_") else score
+
+
+LOGGED_SCORES = tuple(logged_score(s) for s in SCORES)
 
 
 def phase_metric(phase: str) -> str:

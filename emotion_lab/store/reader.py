@@ -1,5 +1,6 @@
 """What the reading commands share: runs by id or by sweep, a run's logged model, and the one
-rule that picks the best run.
+rule that picks the best run, and from it the one rule that picks the two configurations to
+compare.
 
 A logged model is loaded from safetensors only, and never with the model's own code: anyone who
 can write to the store can change an artifact, and pickle weights (``pytorch_model.bin``) or
@@ -9,6 +10,12 @@ The best run is chosen on validation numbers only, so the test set never picks a
 score the job monitored for early stopping (``best_<trainer.monitor>``), then validation
 macro-F1, then validation loss, then the lowest job number. A group of runs (one configuration
 over several seeds) is scored by the mean of each of these over its finished runs.
+
+The pair: a sweep's runs are grouped into configurations (every swept key but the seed); for
+each value of the compared key (``init`` where it was swept, else the first swept key) the best
+configuration is found, and the overall best is compared with the best of the other values.
+``compare`` compares the two configurations over their seeds; ``attention``, which needs one
+model per side, takes the best seed's run of each.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +33,12 @@ from mlflow.artifacts import download_artifacts
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
-from emotion_lab.errors import ModelError, TrackingError, one_line
+from emotion_lab.config import Config
+from emotion_lab.errors import ConfigError, ModelError, TrackingError, one_line
 from emotion_lab.store import names
+from emotion_lab.store.names import SEED_PARAM, flatten
 
 # How the best run is chosen, in words, for reports that name their choice.
 SELECTION_RULE = (
@@ -35,7 +46,7 @@ SELECTION_RULE = (
     "ties broken by validation macro-F1, then validation loss, then job order; "
     "a configuration run with several seeds by the mean of each over its seeds"
 )
-_TIE_BREAKS = ("val_macro_f1", "val_loss")
+_TIE_BREAKS = (names.VAL_MACRO_F1, names.VAL_LOSS)
 
 # How every reading command calls ``from_pretrained`` on a logged model.
 SAFE_LOADING: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False}
@@ -86,7 +97,7 @@ def job_num(run: Run) -> int:
 
 
 def monitor_of(run: Run) -> str:
-    return run.data.params.get(names.MONITOR_PARAM, "val_accuracy")
+    return run.data.params.get(names.MONITOR_PARAM, names.VAL_ACCURACY)
 
 
 def selection_key(metrics: Mapping[str, float], monitor: str) -> tuple[float, ...]:
@@ -96,7 +107,7 @@ def selection_key(metrics: Mapping[str, float], monitor: str) -> tuple[float, ..
         v = metrics.get(names.BEST_PREFIX + name)
         if v is None or math.isnan(v):
             return -math.inf
-        return -v if name == "val_loss" else v
+        return -v if name == names.VAL_LOSS else v
 
     return (value(monitor), *(value(k) for k in _TIE_BREAKS))
 
@@ -148,6 +159,132 @@ def best_run(runs: Sequence[Run]) -> Run | None:
         sorted(done, key=job_num),
         key=lambda r: selection_key(r.data.metrics, monitor_of(r)),
     )
+
+
+@cache
+def _config_keys() -> tuple[str, ...]:
+    """Flattened keys of the training schema, in schema order."""
+    tree = OmegaConf.to_container(OmegaConf.structured(Config), enum_to_str=True)
+    return tuple(flatten(tree))  # type: ignore[arg-type]
+
+
+def _config_rank(key: str) -> int | None:
+    """Position of a param in the schema; None for params a job adds at run time
+    (num_parameters, device, ...), which follow from the config rather than being chosen."""
+    for i, name in enumerate(_config_keys()):
+        # Dict-valued keys (model.config_overrides) are flattened further in the params.
+        if key == name or key.startswith(name + "."):
+            return i
+    return None
+
+
+def swept_keys(jobs: Sequence[Run]) -> list[str]:
+    """Config params that differ between the jobs (absent counts as a value): top-level keys
+    (init, lr, seed) first, then in schema order."""
+    keys = {k for run in jobs for k in run.data.params}
+    swept = [
+        k
+        for k in keys
+        if _config_rank(k) is not None and len({run.data.params.get(k) for run in jobs}) > 1
+    ]
+    return sorted(swept, key=lambda k: ("." in k, _config_rank(k), k))
+
+
+def group_keys(swept: Sequence[str]) -> list[str]:
+    """The keys that define a configuration: every swept key except the seed."""
+    return [k for k in swept if k != SEED_PARAM]
+
+
+@dataclass
+class Group:
+    """One configuration: its key values and its runs (all of them; statistics use the
+    finished ones), in job order."""
+
+    values: dict[str, str]
+    runs: list[Run]
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.values.items()) or "all runs"
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if _done(r)]
+
+
+def make_groups(jobs: Sequence[Run], keys: Sequence[str]) -> list[Group]:
+    """Groups in the order of their first job."""
+    groups: dict[tuple[str, ...], Group] = {}
+    for run in jobs:
+        values = {k: run.data.params.get(k, "") for k in keys}
+        groups.setdefault(tuple(values.values()), Group(values, [])).runs.append(run)
+    return list(groups.values())
+
+
+def compared_key(keys: Sequence[str]) -> str:
+    """The key whose values the default pair sets against each other: ``init`` where it was
+    swept, else the first swept key."""
+    if not keys:
+        raise ConfigError("nothing but the seed was swept: there are no two configurations.")
+    return names.INIT_PARAM if names.INIT_PARAM in keys else keys[0]
+
+
+@dataclass
+class PairSide:
+    """One side of the default pair: the best configuration among ``candidates``, those with
+    ``key=value``."""
+
+    key: str
+    value: str
+    candidates: list[Group]
+    group: Group
+
+
+def best_pair(groups: Sequence[Group], keys: Sequence[str]) -> tuple[PairSide, PairSide]:
+    """The default pair (see the module docstring), the overall best first."""
+    key = compared_key(keys)
+    values = list(dict.fromkeys(g.values[key] for g in groups))
+    if len(values) < 2:
+        raise ConfigError(f"{key} has one value only: there are no two configurations to compare.")
+    sides = []
+    for value in values:
+        candidates = [g for g in groups if g.values[key] == value]
+        chosen = best_group([g.runs for g in candidates])
+        if chosen is None:
+            raise TrackingError(
+                f"best of {key}={value}: no configuration has a finished run to compare."
+            )
+        sides.append(PairSide(key, value, candidates, candidates[chosen]))
+    winner = best_group([s.group.runs for s in sides])
+    assert winner is not None  # every side has a finished run
+    rest = [s for i, s in enumerate(sides) if i != winner]
+    runner_up = best_group([s.group.runs for s in rest])
+    assert runner_up is not None
+    return sides[winner], rest[runner_up]
+
+
+def sweep_pair_runs(jobs: Sequence[Run]) -> tuple[tuple[Run, Run], str]:
+    """The default pair's runs for a reading command that needs one model per side: the best
+    seed's run of each configuration, in the sweep's order, and a line that says which and why."""
+    jobs = sorted(jobs, key=lambda r: (job_num(r), r.info.start_time))
+    keys = group_keys(swept_keys(jobs))
+    groups = make_groups(jobs, keys)
+    pair = list(best_pair(groups, keys))
+    # In the sweep's order (scratch before pretrained when init is swept so), not by score.
+    order = list(dict.fromkeys(g.values[pair[0].key] for g in groups))
+    pair.sort(key=lambda side: order.index(side.value))
+    runs = []
+    for side in pair:
+        run = best_run(side.group.runs)
+        assert run is not None  # best_pair picks groups with a finished run
+        runs.append(run)
+    a, b = runs
+    why = (
+        f"Picked {a.info.run_name} and {b.info.run_name}: the best seed of the best "
+        f"configuration of each {pair[0].key} ({pair[0].group.label}; {pair[1].group.label}) "
+        f"by the {SELECTION_RULE}."
+    )
+    return (a, b), why
 
 
 def check_safe_weights(client: MlflowClient, run_id: str) -> None:

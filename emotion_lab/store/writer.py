@@ -14,9 +14,10 @@ import contextlib
 import json
 import logging
 import math
-import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -30,8 +31,10 @@ from mlflow.utils.time import get_current_time_millis
 from emotion_lab.config import TrackingConfig
 from emotion_lab.errors import TrackingOutage, one_line
 from emotion_lab.redaction import redact, redact_tree
+from emotion_lab.storage import write_text_atomically
 from emotion_lab.store import names, server
 from emotion_lab.store.connection import store_lock
+from emotion_lab.store.reader import search_all
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -267,22 +270,60 @@ class RunLogger:
             }
             for metrics, tags in self._pending
         ]
-        tmp = self._spool.with_name(f".{self._spool.name}.tmp")
-        tmp.write_text(json.dumps(batches))
-        os.replace(tmp, self._spool)
+        write_text_atomically(self._spool, json.dumps(batches))
         return f"; its checkpoint and {len(batches)} unsent writes are kept in {self._spool.parent}"
+
+
+@dataclass
+class JobContext:
+    """Where a job sits: its output dir and, inside a sweep, the sweep's id and parent run."""
+
+    output_dir: Path
+    sweep_id: str | None = None
+    parent_run_id: str | None = None
+    job_num: int | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+def job_tags(job: JobContext, job_key: str, init: str, model: str) -> dict[str, str]:
+    """The tags a job's run is found by: its role and identity, what it trains, its sweep."""
+    tags = {
+        names.ROLE_TAG: names.ROLE_JOB,
+        names.JOB_KEY_TAG: job_key,
+        names.INIT_TAG: init,
+        names.MODEL_TAG: model,
+    }
+    if job.sweep_id:
+        tags |= {names.SWEEP_TAG: job.sweep_id, names.JOB_NUM_TAG: str(job.job_num)}
+        tags[names.OVERRIDES_TAG] = " ".join(job.overrides)[:5000]
+    if job.parent_run_id:
+        tags[names.PARENT_TAG] = job.parent_run_id
+    return tags
+
+
+def _newest(experiment_id: str, query: str) -> Run | None:
+    with store_lock():
+        runs = search_all(MlflowClient(), experiment_id, query, limit=1)
+    return runs[0] if runs else None
 
 
 def find_job_run(experiment_id: str, job_key: str) -> Run | None:
     """The newest run of the same job (same ``job_key`` tag), if any."""
-    with store_lock():
-        runs = MlflowClient().search_runs(
-            [experiment_id],
-            filter_string=f"tags.{names.JOB_KEY_TAG} = '{job_key}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-    return runs[0] if runs else None
+    return _newest(experiment_id, f"tags.{names.JOB_KEY_TAG} = '{job_key}'")
+
+
+def finished_job_metrics(previous: Run | None, is_main: bool) -> dict[str, float] | None:
+    """With ``resume=true``, a job whose run already FINISHED is skipped: its final metrics
+    (``test_*``, ``best_*``), after removing a checkpoint a job killed after its run was marked
+    FINISHED may have left behind. None when the job is to run."""
+    if previous is None or previous.info.status != "FINISHED":
+        return None
+    log.info("Skipping: this job already finished in MLflow run %s.", previous.info.run_id)
+    folder = Path(previous.data.tags.get(names.CHECKPOINT_DIR_TAG, ""))
+    if is_main and folder.name == previous.info.run_id and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+    metrics = previous.data.metrics
+    return {k: v for k, v in metrics.items() if k.startswith(("test_", names.BEST_PREFIX))}
 
 
 def _logged_steps(run: Run) -> set[tuple[str, int]]:
@@ -295,7 +336,7 @@ def _logged_steps(run: Run) -> set[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def tracked_run(
+def tracked_run(  # noqa: PLR0913 - what a new run is created with, and the run to resume instead
     experiment_id: str | None,
     run_name: str,
     params: Mapping[str, Any],
@@ -319,9 +360,7 @@ def tracked_run(
             logged: set[tuple[str, int]] = set()
         else:
             run = resume
-            client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            count = int(resume.data.tags.get(names.RESUME_COUNT_TAG, "0")) + 1
-            client.set_tag(run.info.run_id, names.RESUME_COUNT_TAG, str(count))
+            _reopen(client, run)
             if names.ERROR_TAG in resume.data.tags:
                 client.delete_tag(run.info.run_id, names.ERROR_TAG)
             logged = _logged_steps(resume)
@@ -349,25 +388,26 @@ def tracked_run(
 
 def find_sweep_run(experiment_id: str, sweep_key: str) -> Run | None:
     """The newest parent run of a sweep with the same overrides (``sweep_key`` tag), if any."""
-    with store_lock():
-        runs = MlflowClient().search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{names.ROLE_TAG}` = '{names.ROLE_SWEEP}' "
-            f"and tags.`{names.SWEEP_KEY_TAG}` = '{sweep_key}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-    return runs[0] if runs else None
+    return _newest(
+        experiment_id,
+        f"tags.`{names.ROLE_TAG}` = '{names.ROLE_SWEEP}' "
+        f"and tags.`{names.SWEEP_KEY_TAG}` = '{sweep_key}'",
+    )
 
 
 def reopen_sweep_run(run: Run) -> None:
     """Mark a resumed sweep's parent run RUNNING again and count the resumption."""
     client = MlflowClient()
-    count = int(run.data.tags.get(names.RESUME_COUNT_TAG, "0")) + 1
     with store_lock():
-        client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        client.set_tag(run.info.run_id, names.RESUME_COUNT_TAG, str(count))
+        _reopen(client, run)
         client.set_tag(run.info.run_id, names.HEARTBEAT_TAG, heartbeat_now())
+
+
+def _reopen(client: MlflowClient, run: Run) -> None:
+    """A resumed run (a job's or a sweep's) is RUNNING again and counts its resumptions."""
+    client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    count = int(run.data.tags.get(names.RESUME_COUNT_TAG, "0")) + 1
+    client.set_tag(run.info.run_id, names.RESUME_COUNT_TAG, str(count))
 
 
 def create_sweep_run(experiment_id: str, sweep_id: str, tags: Mapping[str, str]) -> str:

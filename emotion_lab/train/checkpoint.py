@@ -1,67 +1,41 @@
 """Atomic checkpoints of the whole training state, so an interrupted job resumes where it was.
 
 A checkpoint is Accelerate's ``save_state`` (model, optimizer, scheduler, RNG of every process)
-plus our ``TrainState`` (loop position, running loss sums, early-stopping memory). It is written
-to a temporary folder and renamed into place; ``latest`` is replaced atomically after that, so a
-kill at any moment leaves the previous checkpoint intact and ``latest`` pointing at a complete
-one. A write that fails for lack of space removes its partial folder and ends the job with one
-line that says what to free; the previous checkpoint stays.
+plus the loop's ``TrainState`` (loop position, running loss sums, early-stopping memory; defined
+in ``train/loop.py``). It is written to a temporary folder and renamed into place; ``latest`` is
+replaced atomically after that, so a kill at any moment leaves the previous checkpoint intact
+and ``latest`` pointing at a complete one. A write that fails for lack of space removes its
+partial folder and ends the job with one line that says what to free; the previous checkpoint
+stays.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import Accelerator
 
 from emotion_lab.errors import DiskFull
 from emotion_lab.faults import fault_point
-from emotion_lab.storage import SpaceProblem, free_bytes, megabytes, space_problem, tree_bytes
+from emotion_lab.storage import (
+    SpaceProblem,
+    free_bytes,
+    megabytes,
+    replace_atomically,
+    space_problem,
+    tree_bytes,
+    write_text_atomically,
+)
+
+if TYPE_CHECKING:
+    from emotion_lab.train.loop import TrainState
 
 LATEST = "latest"
 BEST = "best_model.pt"
-
-
-@dataclass
-class TrainState:
-    """Where the loop is, and what early stopping remembers."""
-
-    epoch: int = 1  # the epoch in progress, 1-based
-    batches_done: int = 0  # batches of that epoch already trained
-    step: int = 0  # optimizer steps so far
-    best_epoch: int = 0
-    best_score: float | None = None
-    stale: int = 0  # epochs since the last improvement
-    finished: bool = False  # training loop over (all epochs, or early stop)
-    train_seconds: float = 0.0
-    # Running loss sums of the current logging window and epoch, and their batch counts.
-    window_loss: float = 0.0
-    window_n: int = 0
-    epoch_loss: float = 0.0
-    epoch_n: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    # The kept epoch's validation logits and labels, in the loader's order: its per-example
-    # predictions are logged at the end without another pass over the validation split.
-    best_val_logits: torch.Tensor | None = None
-    best_val_labels: torch.Tensor | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Checkpointer:
@@ -113,7 +87,7 @@ class Checkpointer:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             fault_point("checkpoint_write")
-            _write_atomic(self.root / LATEST, name)
+            write_text_atomically(self.root / LATEST, name)
             fault_point("checkpoint_write")
             for old in self.root.glob("step-*"):
                 if old.name != name:
@@ -190,15 +164,16 @@ class Checkpointer:
     def save_best(self, weights: dict[str, torch.Tensor]) -> None:
         if self.root is None or not self.accelerator.is_main_process:
             return
-        tmp = self.root / f".{BEST}.tmp"
-        try:
+
+        def write(tmp: Path) -> None:
             torch.save(weights, tmp)
+            fault_point("checkpoint_write")
+
+        try:
+            replace_atomically(self.root / BEST, write)
         except Exception as e:
-            tmp.unlink(missing_ok=True)
             self._raise_if_no_space(e, "the best weights", self._state_sizes()[:1])
             raise
-        fault_point("checkpoint_write")
-        os.replace(tmp, self.root / BEST)
 
     def load_best(self) -> dict[str, torch.Tensor]:
         if self.root is None or not (self.root / BEST).exists():

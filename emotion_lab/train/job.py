@@ -1,8 +1,10 @@
 """One job: data, model, training, test evaluation, everything logged to its MLflow run.
 
-``run_experiment`` opens (or, with ``resume=true``, reopens) the job's run; ``prepare`` builds
-what the loop trains with; ``test_and_log`` evaluates the best epoch on the test split and logs
-the run's final metrics and artifacts.
+``run_experiment`` tells the story in one screen: open (or, with ``resume=true``, reopen or
+skip) the job's run, whose lifecycle and tags live in ``store/writer.py``; ``prepare`` builds
+what the loop trains with; ``fit`` (``train/loop.py``) trains and leaves the best epoch in the
+model; ``test_and_log`` evaluates it on the test split and logs the run's final metrics and
+artifacts.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import json
 import logging
 import math
 import resource
-import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,27 +45,24 @@ from emotion_lab.process import high_water_rss_kb
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
-from emotion_lab.store.writer import PENDING_FILE, RunLogger, find_job_run, tracked_run
-from emotion_lab.train.checkpoint import Checkpointer, TrainState
+from emotion_lab.store.writer import (
+    PENDING_FILE,
+    JobContext,
+    RunLogger,
+    find_job_run,
+    finished_job_metrics,
+    job_tags,
+    tracked_run,
+)
+from emotion_lab.train.checkpoint import Checkpointer
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
-from emotion_lab.train.loop import Training, best_epoch_record, fit, predict
+from emotion_lab.train.loop import Training, TrainState, best_epoch_record, fit, predict
 from emotion_lab.train.metrics import evaluate_logits
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.predictions import predictions_frame
 from emotion_lab.train.timing import Stopwatch
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class JobContext:
-    """Where a job sits: its output dir and, inside a sweep, the sweep's id and parent run."""
-
-    output_dir: Path
-    sweep_id: str | None = None
-    parent_run_id: str | None = None
-    job_num: int | None = None
-    overrides: list[str] = field(default_factory=list)
 
 
 def resolve_precision(cfg: TrainerConfig) -> str:
@@ -109,15 +107,15 @@ def job_key(resolved: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _final_metrics(run: Run) -> dict[str, float]:
-    return {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", names.BEST_PREFIX))}
+@dataclass
+class Prepared:
+    """What ``prepare`` builds for a job: the loop's bundle, and what testing needs besides."""
 
-
-def _remove_leftover_checkpoint(run: Run) -> None:
-    """A job killed after its run was marked FINISHED may have left its checkpoint behind."""
-    folder = Path(run.data.tags.get(names.CHECKPOINT_DIR_TAG, ""))
-    if folder.name == run.info.run_id and folder.is_dir():
-        shutil.rmtree(folder, ignore_errors=True)
+    accelerator: Accelerator
+    training: Training
+    test_loader: DataLoader
+    splits: TokenizedSplits
+    tokenizer: PreTrainedTokenizerBase
 
 
 def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> dict[str, float]:
@@ -129,78 +127,31 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     check_job(cfg)
     watch = Stopwatch()
     accelerator = make_accelerator(cfg.trainer)
-    data, early_error = None, None
-    try:
-        data = _checked_data(cfg, accelerator)
-    except UserError as e:
-        # A lone job with bad input leaves no run behind. A sweep's job is recorded all the
-        # same, as FAILED with the reason, so that the sweep accounts for every job.
-        if job.sweep_id is None:
-            raise
-        early_error = e
+    data, bad_input = _data_or_error(cfg, accelerator, job)
     key = job_key(resolved)
-    experiment_id, previous = None, None
-    if accelerator.is_main_process:
-        experiment_id = open_for_writing(cfg.tracking)
-        if cfg.resume:
-            previous = find_job_run(experiment_id, key)
-    previous = broadcast_object_list([previous])[0]
-    if previous is not None and previous.info.status == "FINISHED":
-        log.info("Skipping: this job already finished in MLflow run %s.", previous.info.run_id)
-        if accelerator.is_main_process:
-            _remove_leftover_checkpoint(previous)
-        return _final_metrics(previous)
-
-    tags = {
-        names.ROLE_TAG: names.ROLE_JOB,
-        names.JOB_KEY_TAG: key,
-        names.INIT_TAG: cfg.init.value,
-        names.MODEL_TAG: cfg.model.name_or_path,
-    }
-    if job.sweep_id:
-        tags |= {names.SWEEP_TAG: job.sweep_id, names.JOB_NUM_TAG: str(job.job_num)}
-        tags[names.OVERRIDES_TAG] = " ".join(job.overrides)[:5000]
-    if job.parent_run_id:
-        tags[names.PARENT_TAG] = job.parent_run_id
+    experiment_id, previous = _open_store(cfg, accelerator, key)
+    finished = finished_job_metrics(previous, accelerator.is_main_process)
+    if finished is not None:
+        return finished
+    tags = job_tags(job, key, cfg.init.value, cfg.model.name_or_path)
     params = flatten(resolved) | (data.params() if data else {})
     with tracked_run(
         experiment_id, run_name(cfg), params, tags, cfg.tracking, resume=previous
     ) as logger:
-        if early_error is not None:
-            raise early_error
+        if bad_input is not None:
+            raise bad_input  # the run records it: FAILED, with the reason
         assert data is not None
-        run_id = broadcast_object_list([logger.run_id])[0]
-        ckpt_root = None
-        if cfg.trainer.checkpointing:
-            ckpt_root = (Path(cfg.paths.outputs) / "checkpoints" / run_id).resolve()
-            logger.tags({names.CHECKPOINT_DIR_TAG: str(ckpt_root)})
-            logger.spool_to(ckpt_root / PENDING_FILE)
+        ckpt_root = _checkpoint_root(cfg, accelerator, logger)
         logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
         watch.lap("start")
-        training, test_loader, splits, tokenizer = prepare(cfg, accelerator, data, watch)
-        ckpt = Checkpointer(
-            accelerator, TrainState(), ckpt_root, cfg.trainer.checkpoint_every_n_steps
-        )
-        if ckpt.restore():
-            state = ckpt.state
-            log.info(
-                "Resumed at epoch %d, batch %d (step %d).",
-                state.epoch,
-                state.batches_done,
-                state.step,
-            )
-        else:
-            logger.params(_data_params(splits, training, accelerator))
-        logger.tags({names.LABEL_NAMES_TAG: ",".join(splits.label_names)})
-        best_weights = fit(accelerator, training, cfg.trainer, logger.metrics, ckpt)
-        if best_weights is not None:
-            accelerator.unwrap_model(training.model).load_state_dict(best_weights)
-        del best_weights  # the model holds them now
+        parts = prepare(cfg, accelerator, data, watch)
+        every = cfg.trainer.checkpoint_every_n_steps
+        ckpt = Checkpointer(accelerator, TrainState(), ckpt_root, every)
+        _resume_or_start(ckpt, logger, parts)
+        fit(accelerator, parts.training, cfg.trainer, logger.metrics, ckpt)
         watch.lap("fit")
-        metrics = test_and_log(
-            cfg, job, accelerator, training, test_loader, splits, tokenizer, logger, ckpt
-        )
+        metrics = test_and_log(cfg, job, parts, logger, ckpt.state)
         watch.lap("finish")
         metrics["wall_seconds"] = time.perf_counter() - wall_start
         finals = {"wall_seconds": metrics["wall_seconds"], **watch.metrics()}
@@ -211,6 +162,54 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     # Only once the run is FINISHED: a kill before that resumes from the checkpoint.
     ckpt.remove()
     return metrics
+
+
+def _data_or_error(
+    cfg: Config, accelerator: Accelerator, job: JobContext
+) -> tuple[LabeledSplits | None, UserError | None]:
+    """The checked data, or the user error that stops the job. A lone job with bad input leaves
+    no run behind (the error is raised here); a sweep's job is recorded all the same, as FAILED
+    with the reason, so that the sweep accounts for every job."""
+    try:
+        return _checked_data(cfg, accelerator), None
+    except UserError as e:
+        if job.sweep_id is None:
+            raise
+        return None, e
+
+
+def _open_store(cfg: Config, accelerator: Accelerator, key: str) -> tuple[str | None, Run | None]:
+    """The experiment id (main process only) and, with ``resume=true``, the job's newest run."""
+    experiment_id, previous = None, None
+    if accelerator.is_main_process:
+        experiment_id = open_for_writing(cfg.tracking)
+        if cfg.resume:
+            previous = find_job_run(experiment_id, key)
+    return experiment_id, broadcast_object_list([previous])[0]
+
+
+def _checkpoint_root(cfg: Config, accelerator: Accelerator, logger: RunLogger) -> Path | None:
+    """The run's checkpoint folder (None without checkpointing), named in its tags; unsent
+    writes are kept there if the tracking server goes away."""
+    run_id = broadcast_object_list([logger.run_id])[0]
+    if not cfg.trainer.checkpointing:
+        return None
+    root = (Path(cfg.paths.outputs) / "checkpoints" / run_id).resolve()
+    logger.tags({names.CHECKPOINT_DIR_TAG: str(root)})
+    logger.spool_to(root / PENDING_FILE)
+    return root
+
+
+def _resume_or_start(ckpt: Checkpointer, logger: RunLogger, parts: Prepared) -> None:
+    """Continue from the latest checkpoint, or log what the fresh job found at run time."""
+    if ckpt.restore():
+        state = ckpt.state
+        log.info(
+            "Resumed at epoch %d, batch %d (step %d).", state.epoch, state.batches_done, state.step
+        )
+    else:
+        logger.params(_data_params(parts))
+    logger.tags({names.LABEL_NAMES_TAG: ",".join(parts.splits.label_names)})
 
 
 def _checked_data(cfg: Config, accelerator: Accelerator) -> LabeledSplits:
@@ -231,7 +230,7 @@ def _checked_data(cfg: Config, accelerator: Accelerator) -> LabeledSplits:
 
 def prepare(
     cfg: Config, accelerator: Accelerator, data: LabeledSplits, watch: Stopwatch
-) -> tuple[Training, DataLoader, TokenizedSplits, PreTrainedTokenizerBase]:
+) -> Prepared:
     """Tokenized data, the model, optimizer, schedule and loaders, prepared by Accelerate."""
     tokenizer = load_tokenizer(cfg.model.tokenizer_name)
     with accelerator.main_process_first():
@@ -266,13 +265,12 @@ def prepare(
         model = torch.compile(model, dynamic=True)
     training = Training(model, optimizer, scheduler, train_loader, val_loader, splits.label_names)
     watch.lap("model")
-    return training, test_loader, splits, tokenizer
+    return Prepared(accelerator, training, test_loader, splits, tokenizer)
 
 
-def _data_params(
-    splits: TokenizedSplits, training: Training, accelerator: Accelerator
-) -> dict[str, Any]:
+def _data_params(parts: Prepared) -> dict[str, Any]:
     """What the job found at run time: sizes of the data it used, of the model, the hardware."""
+    splits, training, accelerator = parts.splits, parts.training, parts.accelerator
     return {
         "num_labels": len(splits.label_names),
         "train_samples": len(splits.train),
@@ -287,23 +285,15 @@ def _data_params(
 
 
 def test_and_log(
-    cfg: Config,
-    job: JobContext,
-    accelerator: Accelerator,
-    training: Training,
-    test_loader: DataLoader,
-    splits: TokenizedSplits,
-    tokenizer: PreTrainedTokenizerBase,
-    logger: RunLogger,
-    ckpt: Checkpointer,
+    cfg: Config, job: JobContext, parts: Prepared, logger: RunLogger, state: TrainState
 ) -> dict[str, float]:
     """Test the loaded best epoch; log final metrics, the report, the confusion matrix, the
     per-example predictions and the model. Final metrics: ``test_*``, and the kept epoch's
     validation numbers as ``best_val_*``."""
-    state = ckpt.state
+    accelerator, training, splits = parts.accelerator, parts.training, parts.splits
     label_names = training.label_names
     start = time.perf_counter()
-    test_logits, test_labels = predict(accelerator, training.model, test_loader, "test")
+    test_logits, test_labels = predict(accelerator, training.model, parts.test_loader, "test")
     test = evaluate_logits(test_logits, test_labels, label_names)
     test_seconds = time.perf_counter() - start
     val_logits, val_labels = state.best_val_logits, state.best_val_labels
@@ -350,7 +340,7 @@ def test_and_log(
         if cfg.tracking.log_model:
             with tempfile.TemporaryDirectory() as tmp:
                 accelerator.unwrap_model(training.model).save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
+                parts.tokenizer.save_pretrained(tmp)
                 fault_point("model_artifact")
                 logger.directory(tmp, names.MODEL_ARTIFACT)
                 fault_point("model_artifact")

@@ -7,6 +7,10 @@ launch every rank runs the sweep; only rank 0 keeps its books.
 With ``resume=true`` the sweep continues the newest sweep of the same overrides: its parent run
 is reopened and keeps its sweep id, so one parent run holds every job of the sweep however often
 it was interrupted. The new output dir's ``sweep.json`` names that sweep id.
+
+MLflow, the store's modules and the pre-flight checks are imported inside the hooks that use
+them: the entry point imports this module, and ``--help`` or a bad override should not wait the
+seconds MLflow takes to import (about 3 s on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -15,21 +19,34 @@ import atexit
 import contextlib
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from emotion_lab.config import TrackingConfig
 from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
 from emotion_lab.redaction import redact, redact_file
 from emotion_lab.reporting import report_error
-from emotion_lab.store.names import BEST_EPOCH_METRIC, BEST_PREFIX
+from emotion_lab.reports import markdown_table
+from emotion_lab.storage import write_text_atomically
+from emotion_lab.store import names
+from emotion_lab.store.names import (
+    BEST_EPOCH_METRIC,
+    BEST_PREFIX,
+    LOGGED_SCORES,
+    VAL_ACCURACY,
+    VAL_LOSS,
+    VAL_MACRO_F1,
+)
 from emotion_lab.train.launch import is_main_launch_process
 
 SWEEP_FILE = "sweep.json"
@@ -56,13 +73,6 @@ def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"sweep_id": sweep_dir.name}
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    # Other ranks and job processes read it while it is written.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 # Overrides that do not change what a sweep runs, so they do not change its identity.
 _NOT_SWEEP_IDENTITY = ("resume", "debug")
 
@@ -85,7 +95,7 @@ def swept_overrides(results: list[dict[str, Any]]) -> list[list[str]]:
 
 
 # Validation numbers of each job's kept epoch (what picks a job), then its test numbers.
-SUMMARY_SCORES = ("best_val_accuracy", "best_val_macro_f1", "test_accuracy", "test_macro_f1")
+SUMMARY_SCORES = LOGGED_SCORES
 
 
 def best_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -96,27 +106,27 @@ def best_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not done:
         return None
     done.sort(key=lambda r: r.get("job_num") or 0)
-    return max(done, key=lambda r: selection_key(r["metrics"], r.get("monitor", "val_accuracy")))
+    return max(done, key=lambda r: selection_key(r["metrics"], r.get("monitor", VAL_ACCURACY)))
 
 
 def summary_table(results: list[dict[str, Any]]) -> str:
     present = {k for r in results for k in r.get("metrics") or {}}
     scores = [k for k in SUMMARY_SCORES if k in present]
-    lines = [
-        f"| job | swept | status | {' | '.join(scores)} | {BEST_EPOCH_METRIC} | error |",
-        "|---|---|---|" + "---|" * len(scores) + "---|---|",
-    ]
+    header = ["job", "swept", "status", *scores, BEST_EPOCH_METRIC, "error"]
+    rows = []
     for r, swept in zip(results, swept_overrides(results), strict=True):
         m = r.get("metrics") or {}
-        cells = [f"{m[k]:.4f}" if k in m else "" for k in scores] + [
-            f"{m[BEST_EPOCH_METRIC]:.0f}" if BEST_EPOCH_METRIC in m else ""
-        ]
-        lines.append(
-            f"| {r.get('job_num')} | {' '.join(swept)} | {r.get('status')} | "
-            + " | ".join(cells)
-            + f" | {r.get('error', '')} |"
+        rows.append(
+            [
+                str(r.get("job_num")),
+                " ".join(swept),
+                str(r.get("status")),
+                *(f"{m[k]:.4f}" if k in m else "" for k in scores),
+                f"{m[BEST_EPOCH_METRIC]:.0f}" if BEST_EPOCH_METRIC in m else "",
+                str(r.get("error", "")),
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def search_summary(sweep_dir: Path, objective: str | None) -> str:
@@ -169,10 +179,6 @@ def _task_config(composed: DictConfig) -> Any:
 def job_configs(config: DictConfig) -> list[Any] | None:
     """Each job's validated config (or why it fails), composed as the basic sweeper will compose
     it; None for a sweeper that picks its jobs as it goes (Optuna)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
         return None
     loader = GlobalHydra.instance().config_loader()
@@ -212,8 +218,6 @@ class SweepCallback(Callback):
     max_outage_s: float | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from emotion_lab.config import TrackingConfig
-        from emotion_lab.store import names
         from emotion_lab.store.connection import open_for_writing, resolve_uri
         from emotion_lab.store.writer import create_sweep_run, find_sweep_run, reopen_sweep_run
 
@@ -248,7 +252,8 @@ class SweepCallback(Callback):
         fault_point("sweep_start")
         info["experiment_id"] = experiment_id
         info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
-        _write_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
+        # Other ranks and job processes read it while it is written.
+        write_text_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
         self.parent_run_id = info["parent_run_id"]
         self.max_outage_s = tracking_cfg.max_outage_s
         atexit.register(self._close_abandoned, sweep_dir)
@@ -296,7 +301,6 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from emotion_lab.store.connection import ui_address
-        from emotion_lab.store.names import sweep_runs_url
 
         if not is_main_launch_process():
             return
@@ -309,11 +313,11 @@ class SweepCallback(Callback):
         best = search_summary(sweep_dir, config.get("objective"))
         chosen = best_result(results)
         if chosen is not None and not best:
-            monitor = chosen.get("monitor", "val_accuracy")
+            monitor = chosen.get("monitor", VAL_ACCURACY)
             best = (
                 f"Best by validation: job {chosen['job_num']} ({monitor} "
-                f"{chosen['metrics'][BEST_PREFIX + monitor]:.4f}; ties broken by val_macro_f1, "
-                "then val_loss)"
+                f"{chosen['metrics'][BEST_PREFIX + monitor]:.4f}; ties broken by {VAL_MACRO_F1}, "
+                f"then {VAL_LOSS})"
             )
         summary = f"{table}\n\n{best}\n" if best else f"{table}\n"
         if "experiment_id" in info:
@@ -328,7 +332,7 @@ class SweepCallback(Callback):
         link = ""
         if "experiment_id" in info:
             ui = ui_address(info["tracking_uri"])
-            url = sweep_runs_url(ui, info["experiment_id"], info["sweep_id"])
+            url = names.sweep_runs_url(ui, info["experiment_id"], info["sweep_id"])
             link = f"Runs in the MLflow UI: {url}\n"
         print(
             f"\nSweep {info['sweep_id']}: {len(results) - len(failed)} finished, "

@@ -13,7 +13,11 @@ import pytest
 from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import EMOTION, REPO, SMALL_DATA, run_cli, tracking_uri
+from emotion_lab.compare.config import CompareConfig
+from emotion_lab.compare.paired import choose_pair
+from emotion_lab.compare.runs import read_sweep
+from emotion_lab.store.reader import group_keys, make_groups
+from tests.conftest import EMOTION, REPO, one_error_line, tracking_uri
 
 # End-to-end runs of the CLI: minutes on two cores.
 pytestmark = pytest.mark.slow
@@ -33,20 +37,9 @@ def run_attention(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path):
-    """A scratch and a pretrained job, then the attention analysis of that sweep."""
-    cwd = tmp_path_factory.mktemp("attention")
-    train = run_cli(
-        [
-            "-m",
-            "init=scratch,pretrained",
-            f"model.name_or_path={tiny_checkpoint}",
-            "trainer.mixed_precision=no",
-            *SMALL_DATA,
-        ],
-        cwd,
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
+def analysed(seed_sweep: dict):
+    """The attention analysis of the shared init x seed sweep."""
+    cwd = seed_sweep["cwd"]
     (sweep_dir,) = (cwd / "outputs" / "multirun").iterdir()
     proc = run_attention(
         [
@@ -77,10 +70,16 @@ def _artifact(cwd: Path, run_id: str, path: str) -> Path:
     )
 
 
+def _analysed_runs(cwd: Path) -> list:
+    """The job runs the analysis logged to."""
+    client = MlflowClient(tracking_uri(cwd))
+    return [r for r in _runs(cwd, "job") if client.list_artifacts(r.info.run_id, "attention")]
+
+
 def test_each_run_gets_its_statistics_figures_and_metrics(analysed):
     cwd, _ = analysed
     client = MlflowClient(tracking_uri(cwd))
-    jobs = _runs(cwd, "job")
+    jobs = _analysed_runs(cwd)
     assert len(jobs) == 2
     for run in jobs:
         names = {a.path for a in client.list_artifacts(run.info.run_id, "attention")}
@@ -160,6 +159,36 @@ def test_comparison_goes_to_the_sweeps_parent_run(analysed):
         assert not any("_vs_" in p for p in paths)
 
 
+def _validation_order(run) -> tuple:
+    """How validation ranks a run, spelled out here (larger is better): the monitored score,
+    then macro-F1, then the lower loss, then the earlier job."""
+    m = run.data.metrics
+    return (
+        m["best_val_accuracy"],
+        m["best_val_macro_f1"],
+        -m["best_val_loss"],
+        -int(run.data.tags["job_num"]),
+    )
+
+
+def test_attention_takes_the_best_seed_of_the_configurations_compare_compares(analysed):
+    cwd, proc = analysed
+    client = MlflowClient(tracking_uri(cwd))
+    experiment = client.get_experiment_by_name("emotion_lab").experiment_id
+    sweep = read_sweep(client, experiment, "latest")
+    assert "seed" in sweep.swept
+    keys = group_keys(sweep.swept)
+    pair = choose_pair(make_groups(sweep.jobs, keys), keys, CompareConfig())
+    analysed_runs = {r.info.run_id for r in _analysed_runs(cwd)}
+    for choice in pair:
+        runs = choice.group.finished
+        assert len(runs) == 2  # two seeds
+        best = max(runs, key=_validation_order)
+        assert best.info.run_id in analysed_runs, choice.group.label
+        assert best.info.run_name in proc.stdout
+    assert len(analysed_runs) == 2
+
+
 def test_own_text_with_a_model_id_writes_local_files_only(tmp_path: Path):
     proc = run_attention(
         [
@@ -191,17 +220,15 @@ def test_own_text_with_a_model_id_writes_local_files_only(tmp_path: Path):
 )
 def test_mistakes_end_in_one_line(tmp_path: Path, args, message):
     proc = run_attention(args, tmp_path)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("emotion_lab: error:")]
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert message in one_error_line(proc), proc.stderr[-2000:]
 
 
 def test_unknown_run_in_an_existing_store(analysed):
     cwd, _ = analysed
     proc = run_attention(["run_id=0123456789abcdef"], cwd)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "emotion_lab: error: run_id=0123456789abcdef: no such run" in proc.stderr
+    assert one_error_line(proc).startswith(
+        "emotion_lab: error: run_id=0123456789abcdef: no such run"
+    )
 
 
 def test_help_names_the_entry_points(tmp_path: Path):

@@ -32,7 +32,7 @@ def data() -> dict:
     }
 
 
-def _loop_difference(true, preds_a, preds_b, examples, runs_a=None, runs_b=None):
+def _loop_difference(true, preds_a, preds_b, examples, runs_a=None, runs_b=None):  # noqa: PLR0913 - paired_difference's inputs
     """The same bootstrap, one resample at a time, with scikit-learn's metrics."""
     labels = list(range(K))
     metrics = {

@@ -20,7 +20,7 @@ from emotion_lab.errors import ModelError
 from emotion_lab.modeling import load_tokenizer
 from emotion_lab.predict.model import load_from_run, predict_proba
 from emotion_lab.store.reader import load_logged_model
-from tests.conftest import run_cli
+from tests.conftest import one_error_line, run_cli
 
 LABELS = ["sadness", "joy"]
 
@@ -134,13 +134,10 @@ def test_predict_refuses_a_pickle_only_model_in_one_line(store: dict, tmp_path: 
         tmp_path,
         module="emotion_lab.predict",
     )
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    assert errors == [
+    assert one_error_line(proc) == (
         f"emotion_lab: error: run {store['pickled']}: its model/ artifact has no "
         "model.safetensors (it holds pytorch_model.bin); logged models are loaded from "
         "safetensors only, because pickle weights can run code when loaded. Pick another run, "
         "or retrain this one."
-    ]
+    )
     assert not store["marker"].exists()

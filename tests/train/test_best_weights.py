@@ -15,9 +15,9 @@ from emotion_lab.config import (
     TrainerConfig,
 )
 from emotion_lab.data import load_splits
-from emotion_lab.train.checkpoint import BEST, Checkpointer, TrainState
+from emotion_lab.train.checkpoint import BEST, Checkpointer
 from emotion_lab.train.job import make_accelerator, prepare
-from emotion_lab.train.loop import fit
+from emotion_lab.train.loop import TrainState, fit
 from emotion_lab.train.timing import Stopwatch
 from tests.conftest import EMOTION
 
@@ -45,11 +45,10 @@ def _config(epochs: int) -> Config:
 def _fit(cfg: Config, ckpt_root, ascend: bool) -> tuple[TrainState, dict[int, dict], dict]:
     """Train (with ``ascend``, up the gradient: every epoch's validation loss is worse than the
     one before, so the first epoch is the best); returns the final state, each epoch's weights
-    as validated, and the weights the model holds once fit's result is loaded, as the job does
-    before testing."""
+    as validated, and the weights the model holds once fit returns, as the job tests it."""
     accelerator = make_accelerator(cfg.trainer)
     data = load_splits(cfg.data)
-    training, *_ = prepare(cfg, accelerator, data, Stopwatch())
+    training = prepare(cfg, accelerator, data, Stopwatch()).training
     if ascend:
         schedule = training.scheduler.scheduler  # under Accelerate's wrapper
         schedule.base_lrs = [-lr for lr in schedule.base_lrs]
@@ -61,9 +60,7 @@ def _fit(cfg: Config, ckpt_root, ascend: bool) -> tuple[TrainState, dict[int, di
         if "val_loss" in values:  # end of an epoch: validated, not yet compared
             per_epoch[int(values["epoch"])] = {k: v.clone() for k, v in model.state_dict().items()}
 
-    best = fit(accelerator, training, cfg.trainer, log_metrics, ckpt)
-    if best is not None:
-        model.load_state_dict(best)
+    fit(accelerator, training, cfg.trainer, log_metrics, ckpt)
     assert not training.optimizer.state, "optimizer moments must be dropped once training ends"
     return ckpt.state, per_epoch, model.state_dict()
 
