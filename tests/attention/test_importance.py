@@ -113,7 +113,7 @@ def test_compare_maps_after_matching_show_no_difference_for_a_permuted_copy(tmp_
     encoded = encode_texts(original.tokenizer, TEXTS, 64)
     a, b = (head_statistics(m, encoded, 4) for m in (original, permuted))
     by_index = tmp_path / "by_index"
-    write_comparison(("a", "b"), a, b, by_index, 5, 1)
+    write_comparison(("a", "b"), a, b, by_index, top_words=5, min_count=1)
     diffs = pd.read_csv(by_index / "comparison.csv").filter(like="_diff").abs()
     assert diffs.to_numpy().max() > 0.01  # by index, a permuted copy looks different
     matched = matching.match_heads(
@@ -121,7 +121,9 @@ def test_compare_maps_after_matching_show_no_difference_for_a_permuted_copy(tmp_
             matching.attention_of(original, encoded, 4), matching.attention_of(permuted, encoded, 4)
         )
     )
-    write_comparison(("a", "b"), a, b, tmp_path / "matched", 5, 1, matched)
+    write_comparison(
+        ("a", "b"), a, b, tmp_path / "matched", top_words=5, min_count=1, matched=matched
+    )
     table = pd.read_csv(tmp_path / "matched" / "comparison.csv")
     np.testing.assert_allclose(table.filter(like="_diff").to_numpy(), 0, atol=1e-6)
     assert table.head_b.tolist() == [1, 0, 3, 2, 0, 1, 2, 3]
