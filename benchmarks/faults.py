@@ -125,7 +125,7 @@ def histories(client: MlflowClient, run: Run, timing: bool = False) -> Histories
     return {
         key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
         for key in run.data.metrics
-        if timing or key not in names.MEASURED_METRICS
+        if timing or not names.is_measured(key)
     }
 
 

@@ -287,9 +287,19 @@ class TrackingConfig:
     """Log the best epoch's model (weights and tokenizer) as the run's model/ artifact."""
     max_outage_s: float = 600.0
     """Seconds a job trains on, metrics buffered, while the server is away; then it stops."""
+    system_metrics: bool = True
+    """Sample CPU, memory (and GPU) use into the run's system/ metrics (System metrics tab)."""
+    system_metrics_interval_s: float = 10.0
+    """Seconds between two system-metrics samples (and one more at the job's end)."""
 
     def __post_init__(self) -> None:
         _require(self.max_outage_s > 0, "tracking.max_outage_s", self.max_outage_s, "> 0 seconds")
+        _require(
+            self.system_metrics_interval_s > 0,
+            "tracking.system_metrics_interval_s",
+            self.system_metrics_interval_s,
+            "> 0 seconds",
+        )
 
 
 @dataclass
@@ -314,6 +324,8 @@ class Config:
     """Seed of the weights, dropout and data order."""
     resume: bool = False
     """Continue interrupted jobs in their run (a sweep in its parent run); skip finished ones."""
+    resume_changed_data: bool = False
+    """With resume=true, continue a run even though its data's digest changed (edited files)."""
     debug: bool = False
     """Full tracebacks instead of one-line errors."""
     preflight: bool = True

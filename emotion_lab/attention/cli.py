@@ -173,7 +173,9 @@ def analyse(cfg: AttentionConfig, output_dir: Path, data_given: bool = True) -> 
         if ref is not None:
             metrics = runs.stats_metrics(stats, cfg.per_head_metrics)
             metrics += [] if result is None else causal.metrics(result)
-            runs.log_analysis(client, ref.run_id, folder, ARTIFACT_DIR, metrics)
+            runs.log_analysis(
+                client, ref.run_id, folder, ARTIFACT_DIR, metrics, cfg.tracking.max_outage_s
+            )
             print(f"Logged {folder} to run {ref.name} ({ref.run_id}) under {ARTIFACT_DIR}/\n")
         analysed.append(
             _Analysed(loaded.name, stats, result, attention if len(refs) == 2 else None)
@@ -210,7 +212,7 @@ def _compare(
     print(text, flush=True)
     target_path = f"{ARTIFACT_DIR}/{_folder(a.name)}_vs_{_folder(b.name)}"
     for run_id in runs.comparison_targets(*refs):
-        runs.log_analysis(client, run_id, folder, target_path, [])
+        runs.log_analysis(client, run_id, folder, target_path, [], cfg.tracking.max_outage_s)
         print(f"Logged the comparison to run {run_id} under {target_path}/")
 
 

@@ -18,10 +18,8 @@ from emotion_lab.attention.stats import HeadStats
 from emotion_lab.config import DataConfig
 from emotion_lab.errors import TrackingError, UserError
 from emotion_lab.store import names
+from emotion_lab.store.annotate import log_files, log_metrics
 from emotion_lab.store.reader import get_run, search_all, sweep_jobs_query, sweep_pair_runs
-
-# MLflow takes at most 1000 metrics per call.
-BATCH = 1000
 
 
 @dataclass
@@ -108,9 +106,13 @@ def stats_metrics(stats: HeadStats, per_head: bool) -> list[Metric]:
     return metrics
 
 
-def log_analysis(
-    client: MlflowClient, run_id: str, local_dir: Path, artifact_path: str, metrics: list[Metric]
+def log_analysis(  # noqa: PLR0913 - what goes where, and how long to wait out an outage
+    client: MlflowClient,
+    run_id: str,
+    local_dir: Path,
+    artifact_path: str,
+    metrics: list[Metric],
+    max_outage_s: float | None = None,
 ) -> None:
-    client.log_artifacts(run_id, str(local_dir), artifact_path)
-    for start in range(0, len(metrics), BATCH):
-        client.log_batch(run_id, metrics=metrics[start : start + BATCH])
+    log_files(client, run_id, [local_dir], artifact_path, max_outage_s)
+    log_metrics(client, run_id, metrics, max_outage_s)

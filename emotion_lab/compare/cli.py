@@ -31,7 +31,11 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(1)
     # The run name repeats the swept values; the files keep it.
     shown = report.table.drop(columns=["run", *(["error"] if report.failed.empty else [])])
-    print(f"\nSweep {report.sweep_id} (parent run {report.parent_run_id})\n{markdown(shown)}\n")
+    pooled = f"; pooled with sweep(s) {', '.join(report.pooled)}" if report.pooled else ""
+    print(
+        f"\nSweep {report.sweep_id} (parent run {report.parent_run_id}{pooled})\n"
+        f"{markdown(shown)}\n"
+    )
     print(report.classes)
     if report.groups is not None:
         keys = group_keys(report.swept)
@@ -66,3 +70,7 @@ def main(dcfg: DictConfig) -> None:
     if report.registered is not None:
         v = report.registered
         print(f"Registered model {v.name!r} version {v.version} from run {v.run_id}.")
+        if dcfg.alias:
+            before = report.alias_before
+            held = f"version {before.version} held it before" if before else "no version held it"
+            print(f"Alias @{dcfg.alias} now points at version {v.version} ({held}).")

@@ -13,12 +13,16 @@ from emotion_lab.config import PathsConfig, TrackingConfig, _require
 class CompareConfig:
     sweep: str = "latest"
     """A sweep id (its folder name under outputs/multirun/) or latest."""
+    sweeps: list[str] = field(default_factory=list)
+    """Sweep ids whose jobs are pooled into one report (sweeps=[a,b]); set, it replaces sweep."""
     output_dir: str | None = None
     """Where the report is written; null = <paths.outputs>/compare/<sweep id>."""
     register: bool = False
     """Register the best run's model (chosen on validation) in the MLflow model registry."""
     registered_model: str = "emotion_lab"
     """Name of the registered model a new version is added to."""
+    alias: str = "champion"
+    """Alias the new version takes (models:/<registered_model>@<alias>); empty = none."""
     a: list[str] = field(default_factory=list)
     """First compared configuration as key:value items, a=[init:pretrained,lr:1e-4]; keys left
     out are chosen on validation. Empty: the best of each init (else first swept key) value."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.artifacts import download_artifacts
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from emotion_lab.compare import stats
@@ -20,6 +21,7 @@ from emotion_lab.compare.config import CompareConfig
 from emotion_lab.confusion import confusion, per_class_f1
 from emotion_lab.errors import ConfigError, TrackingError
 from emotion_lab.store import names
+from emotion_lab.store.datasets import logged_digests
 from emotion_lab.store.names import SEED_PARAM
 from emotion_lab.store.reader import (
     Group,
@@ -272,12 +274,29 @@ def _side(choice: Choice, frames: dict[str, pd.DataFrame], k: int) -> Side:
     )
 
 
+TESTING = names.DATASET_CONTEXTS["test"]
+
+
+def check_same_test_data(runs: list[Run]) -> None:
+    """Paired statistics pool only runs tested on the same rows: equal test-data digests
+    (runs logged before jobs logged their data have none; their predictions are checked)."""
+    digests = {r.info.run_id: logged_digests(r).get(TESTING) for r in runs}
+    known = {rid: d for rid, d in digests.items() if d}
+    if len({frozenset(d) for d in known.values()}) > 1:
+        shown = ", ".join(f"{rid[:8]}: {'/'.join(sorted(d))}" for rid, d in known.items())
+        raise TrackingError(
+            f"the compared runs were tested on different test data (digests {shown}); paired "
+            "statistics pool only runs whose test-data digests are equal."
+        )
+
+
 def compare_pair(
     client: MlflowClient, pair: tuple[Choice, Choice], label_names: list[str], cfg: CompareConfig
 ) -> Comparison:
     """Read both configurations' test predictions and compute the paired statistics."""
     k = len(label_names)
     runs = [r for choice in pair for r in choice.group.finished]
+    check_same_test_data(runs)
     with tempfile.TemporaryDirectory() as tmp:
         frames = {r.info.run_id: _test_predictions(client, r.info.run_id, Path(tmp)) for r in runs}
     reference = frames[runs[0].info.run_id]

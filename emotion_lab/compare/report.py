@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from emotion_lab.compare import figures
@@ -17,11 +16,12 @@ from emotion_lab.compare.budget import BUDGET_METRIC, expected_max_table
 from emotion_lab.compare.config import CompareConfig
 from emotion_lab.compare.groups import group_markdown_frame, group_table
 from emotion_lab.compare.paired import Comparison, choose_pair, compare_pair
-from emotion_lab.compare.runs import SweepRuns, read_sweep
+from emotion_lab.compare.runs import SweepRuns, read_sweep, read_sweeps
 from emotion_lab.compare.table import best_row, markdown, run_table
 from emotion_lab.errors import TrackingError, UserError, one_line
 from emotion_lab.reports import save_figure
 from emotion_lab.store import names
+from emotion_lab.store.annotate import log_files, register_version
 from emotion_lab.store.connection import open_for_reading, ui_address
 from emotion_lab.store.reader import (
     SELECTION_RULE,
@@ -64,6 +64,10 @@ class Report:
     # The MLflow UI's Runs view of this sweep.
     ui_url: str = ""
     registered: ModelVersion | None = None
+    # Other sweeps pooled into this report (sweeps=[a,b]).
+    pooled: list[str] = field(default_factory=list)
+    # The version that held the alias before ``registered`` took it, if one did.
+    alias_before: ModelVersion | None = None
     files: list[Path] = field(default_factory=list)
     # Runs of the sweep still RUNNING in MLflow whose heartbeat stopped.
     stale: list[RunningRun] = field(default_factory=list)
@@ -165,6 +169,11 @@ def _summary(sweep: SweepRuns, report: Report, keys: list[str], curves: pd.DataF
     lines = [
         f"# Sweep {sweep.sweep_id}",
         "",
+        *(
+            [f"Pooled with the jobs of sweep(s) {', '.join(sweep.pooled)}.", ""]
+            if sweep.pooled
+            else []
+        ),
         f"Parent run `{sweep.parent.info.run_id}`; {done} finished, {len(table) - done} not "
         f"finished; swept: {', '.join(sweep.swept) or 'nothing'}. Validation numbers are those "
         "of each run's best epoch.",
@@ -269,9 +278,10 @@ def _compare_two(
 
 
 def register_best(
-    client: MlflowClient, best: pd.Series | None, name: str, sweep_id: str
-) -> ModelVersion:
-    """A new version of registered model ``name``, pointing at the best run's ``model/``."""
+    client: MlflowClient, best: pd.Series | None, cfg: CompareConfig, sweep_id: str
+) -> tuple[ModelVersion, ModelVersion | None]:
+    """A new version of registered model ``cfg.registered_model``, pointing at the best run's
+    ``model/``, given the alias ``cfg.alias``; and the version that held the alias before."""
     if best is None:
         raise TrackingError(f"register=true: sweep {sweep_id} has no finished run to register.")
     if names.MODEL_ARTIFACT not in {a.path for a in client.list_artifacts(best.run_id)}:
@@ -280,27 +290,28 @@ def register_best(
             "(it was trained with tracking.log_model=false)."
         )
     check_safe_weights(client, best.run_id)
-    try:
-        if not client.search_registered_models(f"name = '{name}'"):
-            client.create_registered_model(name)
-        return client.create_model_version(
-            name,
-            source=f"{client.get_run(best.run_id).info.artifact_uri}/{names.MODEL_ARTIFACT}",
-            run_id=best.run_id,
-            tags={
-                names.SWEEP_TAG: sweep_id,
-                "selected_by": SELECTION_RULE,
-                names.VAL_ACCURACY: f"{best[names.VAL_ACCURACY]:.4f}",
-                names.TEST_ACCURACY: f"{best[names.TEST_ACCURACY]:.4f}",
-            },
-        )
-    except MlflowException as e:
-        raise TrackingError(f"register=true: cannot register {name!r}: {e}") from e
+    return register_version(
+        client,
+        cfg.registered_model,
+        source=f"{client.get_run(best.run_id).info.artifact_uri}/{names.MODEL_ARTIFACT}",
+        run_id=best.run_id,
+        tags={
+            names.SWEEP_TAG: sweep_id,
+            "selected_by": SELECTION_RULE,
+            names.VAL_ACCURACY: f"{best[names.VAL_ACCURACY]:.4f}",
+            names.TEST_ACCURACY: f"{best[names.TEST_ACCURACY]:.4f}",
+        },
+        alias=cfg.alias or None,
+        max_outage_s=cfg.tracking.max_outage_s,
+    )
 
 
 def compare(cfg: CompareConfig) -> Report:
     client, experiment = open_for_reading(cfg.tracking)
-    sweep = read_sweep(client, experiment.experiment_id, cfg.sweep)
+    if cfg.sweeps:
+        sweep = read_sweeps(client, experiment.experiment_id, cfg.sweeps)
+    else:
+        sweep = read_sweep(client, experiment.experiment_id, cfg.sweep)
     table = run_table(sweep)
     keys = group_keys(sweep.swept)
     groups = make_groups(sweep.jobs, keys)
@@ -319,18 +330,20 @@ def compare(cfg: CompareConfig) -> Report:
         groups=group_table(table, keys) if names.SEED_PARAM in sweep.swept else None,
         comparison=comparison,
         comparison_note=note,
+        pooled=sweep.pooled,
         classes=classes_line(sweep),
         ui_url=names.sweep_runs_url(
             ui_address(client.tracking_uri), experiment.experiment_id, sweep.sweep_id
         ),
     )
     report.files = write_files(sweep, report)
-    for path in report.files:
-        client.log_artifact(parent_id, str(path), ARTIFACT_DIR)
+    log_files(client, parent_id, report.files, ARTIFACT_DIR, cfg.tracking.max_outage_s)
     ours = {sweep.parent.info.run_id, *(r.info.run_id for r in sweep.jobs)}
     report.stale = [
         r for r in stale_runs(client, experiment.experiment_id) if r.run.info.run_id in ours
     ]
     if cfg.register:
-        report.registered = register_best(client, report.best, cfg.registered_model, sweep.sweep_id)
+        report.registered, report.alias_before = register_best(
+            client, report.best, cfg, sweep.sweep_id
+        )
     return report

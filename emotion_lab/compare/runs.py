@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from mlflow.entities import Run
@@ -33,6 +33,8 @@ class SweepRuns:
     history: pd.DataFrame
     # Config keys whose values differ between the jobs, most general first.
     swept: list[str]
+    # The other sweeps whose jobs are pooled with this one's (``sweeps=[a,b]``), oldest first.
+    pooled: list[str] = field(default_factory=list)
 
 
 def find_parent(client: MlflowClient, experiment_id: str, sweep: str) -> Run:
@@ -74,3 +76,20 @@ def read_sweep(client: MlflowClient, experiment_id: str, sweep: str) -> SweepRun
         raise TrackingError(f"sweep {sweep_id} has no job runs in MLflow (did it start any?).")
     jobs.sort(key=lambda r: (job_num(r), r.info.start_time))
     return SweepRuns(sweep_id, parent, jobs, _history(client, jobs), swept_keys(jobs))
+
+
+def read_sweeps(client: MlflowClient, experiment_id: str, sweeps: list[str]) -> SweepRuns:
+    """Several sweeps as one: their jobs pooled (seeds added later join their configuration),
+    under the newest sweep's parent run, which the report goes to."""
+    parts = [read_sweep(client, experiment_id, s) for s in dict.fromkeys(sweeps)]
+    parts.sort(key=lambda p: p.parent.info.start_time)
+    newest = parts[-1]
+    jobs = [job for part in parts for job in part.jobs]
+    return SweepRuns(
+        newest.sweep_id,
+        newest.parent,
+        jobs,
+        pd.concat([part.history for part in parts], ignore_index=True),
+        swept_keys(jobs),
+        pooled=[part.sweep_id for part in parts[:-1]],
+    )

@@ -36,11 +36,26 @@ FILE_BUILDERS: dict[str, tuple[str, dict[str, str]]] = {
 _KNOWN = ", ".join(FILE_BUILDERS)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where one split was read from, as ``load_dataset`` would read it again: a hub id or a
+    local dataset dir (``path``, with its configuration and the revision the cache holds), or
+    files (``path`` is then the ``datasets`` builder, e.g. ``csv``)."""
+
+    path: str
+    split: str
+    config_name: str | None = None
+    revision: str | None = None
+    files: tuple[str, ...] = ()
+
+
 @dataclass
 class RawData:
     splits: datasets.DatasetDict
     # Per split: the file(s) or hub split it was read from.
     origins: dict[str, str]
+    # Per split: the same, as fields (for the run's dataset inputs).
+    located: dict[str, Origin]
 
 
 def looks_local(path: str) -> bool:
@@ -129,10 +144,23 @@ def _from_files(files: dict[str, list[Path]], keys: dict[str, str]) -> RawData:
     """``keys``: per split, the config key that named its files."""
     splits = datasets.DatasetDict()
     origins = {}
+    located = {}
     for split, paths in files.items():
         splits[split] = _read_split(paths, keys[split])
         origins[split] = ", ".join(str(p) for p in paths)
-    return RawData(splits, origins)
+        builder = FILE_BUILDERS[paths[0].suffix.lower()][0]
+        located[split] = Origin(builder, "train", files=tuple(str(p) for p in paths))
+    return RawData(splits, origins, located)
+
+
+def _cached_revision(ds: datasets.Dataset) -> str | None:
+    """The hub revision a split was read at: the commit the ``datasets`` cache files it under
+    (``.../<config>/<version>/<commit>/<name>.arrow``); None for local dataset dirs."""
+    for cache in ds.cache_files:
+        folder = Path(cache["filename"]).parent.name
+        if len(folder) == 40 and all(c in "0123456789abcdef" for c in folder):
+            return folder
+    return None
 
 
 def _from_hub(path: str, cfg: DataConfig) -> RawData:
@@ -155,7 +183,16 @@ def _from_hub(path: str, cfg: DataConfig) -> RawData:
     if not isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.DatasetDict({"train": loaded})
     origin = cfg.path + (f" [{cfg.name}]" if cfg.name else "")
-    return RawData(loaded, {split: f"{origin} split {split}" for split in loaded})
+    located = {
+        str(split): Origin(
+            path,
+            str(split),
+            config_name=cfg.name,
+            revision=None if looks_local(path) else _cached_revision(ds),
+        )
+        for split, ds in loaded.items()
+    }
+    return RawData(loaded, {split: f"{origin} split {split}" for split in loaded}, located)
 
 
 def read_sources(cfg: DataConfig) -> RawData:

@@ -12,7 +12,7 @@ because ``train_test_split`` itself reads the label column row by row, which too
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -21,7 +21,7 @@ from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 
 from emotion_lab.config import DataConfig
 from emotion_lab.data.labels import encode_labels, label_ids
-from emotion_lab.data.sources import read_sources
+from emotion_lab.data.sources import Origin, read_sources
 from emotion_lab.errors import DataError
 from emotion_lab.store import names as store_names
 
@@ -60,6 +60,8 @@ class LabeledSplits:
     # Per role: where its rows came from, and the sample taken of them (when one was).
     sources: dict[str, str]
     samples: dict[str, str]
+    # Per role: the split it was read from, as fields; carved roles name train's.
+    located: dict[str, Origin] = field(default_factory=dict)
 
     def params(self) -> dict[str, Any]:
         """What the MLflow run records of its data: exactly which rows it trained and tested on."""
@@ -183,6 +185,7 @@ def load_splits(cfg: DataConfig, seed: int | None = None) -> LabeledSplits:
         cfg=cfg,
         sources=sources,
         samples=samples,
+        located={role: raw.located[found.get(role, cfg.train_split)] for role in rows},
     )
 
 

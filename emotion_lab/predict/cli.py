@@ -29,6 +29,7 @@ from emotion_lab.predict.texts import (
 from emotion_lab.reporting import quiet_libraries, report_error
 from emotion_lab.store.connection import open_for_reading
 from emotion_lab.store.reader import get_run
+from emotion_lab.store.registry import run_of_model
 
 if TYPE_CHECKING:
     from emotion_lab.predict.model import Classifier
@@ -119,6 +120,8 @@ def run(cfg: PredictConfig) -> None:
     if cfg.output:
         check_output(Path(cfg.output))
     client, _ = open_for_reading(cfg.tracking)
+    if cfg.model_uri:
+        cfg.run_id = run_of_model(client, cfg.model_uri)
     columns = _text_columns(cfg, get_run(client, cfg.run_id).data.params)  # type: ignore[arg-type]
     rows = read_texts(Path(cfg.input), columns) if cfg.input else None
     if rows is None and len(columns) > 1:

@@ -15,6 +15,9 @@ from emotion_lab.errors import ConfigError
 class PredictConfig:
     run_id: str | None = None
     """The MLflow run whose model/ artifact is used (the compare table lists run ids)."""
+    model_uri: str | None = None
+    """Instead of run_id: a registered model, models:/<name>@<alias> or models:/<name>/<version>,
+    or runs:/<run id>/model."""
     text: str | None = None
     """One text to classify (quote it for Hydra when it has commas)."""
     input: str | None = None
@@ -37,8 +40,12 @@ class PredictConfig:
 def check(cfg: PredictConfig) -> None:
     """Required-together keys; not in ``__post_init__``, which also runs on the empty defaults."""
     usage = "python -m emotion_lab.predict run_id=<id> text='...' (or input=texts.csv)"
-    if not cfg.run_id:
-        raise ConfigError(f"run_id is required: {usage}.")
+    if bool(cfg.run_id) == bool(cfg.model_uri):
+        raise ConfigError(
+            f"give run_id (or model_uri=models:/<name>@<alias> instead): {usage}."
+            if not cfg.run_id
+            else "give run_id or model_uri, not both."
+        )
     if (cfg.text is None) == (cfg.input is None):
         raise ConfigError(f"give exactly one of text=... and input=...: {usage}.")
     if cfg.output is not None and cfg.input is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,14 +34,22 @@ class Classifier:
     text_columns: list[str]
 
 
-def load_from_run(client: MlflowClient, run_id: str) -> Classifier:
-    path = load_logged_model(client, run_id)
-    run = get_run(client, run_id)
+def load_from_dir(path: Path, max_length: int | None, text_columns: list[str]) -> Classifier:
+    """The classifier saved in ``path`` (safetensors only, no remote code)."""
     tokenizer = load_tokenizer(str(path))
     model = AutoModelForSequenceClassification.from_pretrained(path, **SAFE_LOADING).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    max_length = int(run.data.params.get(names.MAX_LENGTH_PARAM, tokenizer.model_max_length))
-    return Classifier(model, tokenizer, labels, max_length, run_text_columns(run.data.params))
+    length = tokenizer.model_max_length if max_length is None else max_length
+    return Classifier(model, tokenizer, labels, int(length), text_columns)
+
+
+def load_from_run(client: MlflowClient, run_id: str) -> Classifier:
+    path = load_logged_model(client, run_id)
+    params = get_run(client, run_id).data.params
+    max_length = params.get(names.MAX_LENGTH_PARAM)
+    return load_from_dir(
+        path, None if max_length is None else int(max_length), run_text_columns(params)
+    )
 
 
 def predict_proba(

@@ -74,8 +74,8 @@ def with_predictions(rows: pd.DataFrame, probs: np.ndarray, labels: list[str]) -
     """Input columns, then ``predicted_label``, ``predicted_prob`` and one ``prob_<label>`` each."""
     best = probs.argmax(axis=1)
     out = rows.copy()
-    out["predicted_label"] = [labels[i] for i in best]
-    out["predicted_prob"] = probs[np.arange(len(best)), best]
+    out[names.PREDICTED_LABEL] = [labels[i] for i in best]
+    out[names.PREDICTED_PROB] = probs[np.arange(len(best)), best]
     for i, name in enumerate(labels):
         out[f"{PROB_PREFIX}{name}"] = probs[:, i]
     return out

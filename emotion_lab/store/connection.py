@@ -95,6 +95,8 @@ def open_client(uri: str) -> MlflowClient:
             "or set tracking.uri to the store (e.g. sqlite:////abs/path/outputs/mlflow.db)."
         )
     server.prepare(resolved)
+    # MLflow resolves a run's logged model (runs:/<id>/model) with the default client.
+    mlflow.set_tracking_uri(resolved)
     return MlflowClient(resolved)
 
 

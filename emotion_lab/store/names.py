@@ -51,6 +51,38 @@ MONITOR_PARAM = "trainer.monitor"
 DATA_SOURCE_PARAM = "data_source.{split}"
 DATA_SAMPLE_PARAM = "data_sample.{split}"
 
+# A job's dataset inputs (MLflow's Datasets column): one per split role, in MLflow's contexts, under
+# MLflow's own context tag; each named "<data>-<role>" with a digest of the rows the job used.
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+DATASET_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
+
+# Provenance of job and sweep runs: MLflow's own source tags (the UI's Source column and git
+# commit), then the command line and the package versions that ran.
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+USER_TAG = "mlflow.user"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+GIT_BRANCH_TAG = "mlflow.source.git.branch"
+GIT_REPO_URL_TAG = "mlflow.source.git.repoURL"
+GIT_DIRTY_TAG = "mlflow.source.git.dirty"
+# Why there is no commit (the code is not in a git repository, or git is missing).
+GIT_MISSING_TAG = "emotion_lab.git.missing"
+# The commit the run was started at, when a resume continued it at another.
+GIT_COMMIT_BEFORE_TAG = "emotion_lab.git.commit_before_resume"
+COMMAND_TAG = "emotion_lab.command"
+VERSION_TAG = "emotion_lab.version.{package}"
+# The uncommitted changes of a dirty checkout, as `git diff HEAD` prints them.
+GIT_DIFF_ARTIFACT = "source/git_diff.patch"
+
+# System metrics, under MLflow's own names (the run's System metrics tab).
+SYSTEM_PREFIX = "system/"
+SYSTEM_CPU = "system/cpu_utilization_percentage"
+SYSTEM_MEMORY_MB = "system/system_memory_usage_megabytes"
+SYSTEM_MEMORY_PERCENT = "system/system_memory_usage_percentage"
+SYSTEM_GPU_UTILIZATION = "system/gpu_{index}_utilization_percentage"
+SYSTEM_GPU_MEMORY_MB = "system/gpu_{index}_memory_usage_megabytes"
+SYSTEM_GPU_MEMORY_PERCENT = "system/gpu_{index}_memory_usage_percentage"
+
 # Validation metrics, logged at each epoch's end; the ones trainer.monitor may name.
 VAL_ACCURACY = "val_accuracy"
 VAL_MACRO_F1 = "val_macro_f1"
@@ -77,6 +109,8 @@ PHASES = ("start", "data", "model", "fit", "finish")
 # The job's peak memory, logged at its end: CUDA's max_memory_allocated on a GPU, else the
 # process's max RSS (docs/benchmarks.md compares it with the Trainer's).
 PEAK_MEMORY_MB = "peak_memory_mb"
+# Seconds a job spent on its dataset inputs, provenance and system-metrics samples.
+RECORDS_SECONDS = "records_seconds"
 
 
 def logged_score(score: str) -> str:
@@ -101,9 +135,15 @@ MEASURED_METRICS = frozenset(
         "train_seconds",
         "wall_seconds",
         PEAK_MEMORY_MB,
+        RECORDS_SECONDS,
         *(phase_metric(phase) for phase in PHASES),
     }
 )
+
+
+def is_measured(metric: str) -> bool:
+    """Whether a metric measures the machine (``MEASURED_METRICS``, and every system metric)."""
+    return metric in MEASURED_METRICS or metric.startswith(SYSTEM_PREFIX)
 
 
 # Artifacts of a job run.
@@ -120,6 +160,9 @@ VAL_PREDICTIONS = "validation.parquet"
 # (class indices), and one softmax probability per class, named PROB_PREFIX + label name.
 PRED_ROW, PRED_TEXT, PRED_LABEL, PRED_PREDICTED = "row", "text", "label", "pred"
 PROB_PREFIX = "prob_"
+# The predicted label and its probability: columns of predict's output files and of the MLflow
+# model's output (its signature), beside one PROB_PREFIX + label name per class.
+PREDICTED_LABEL, PREDICTED_PROB = "predicted_label", "predicted_prob"
 # Artifacts of a sweep's parent run.
 SWEEP_SUMMARY_ARTIFACT = "sweep_summary.md"
 COMPARE_ARTIFACT_DIR = "compare"
@@ -136,6 +179,11 @@ def sweep_runs_url(ui: str, experiment_id: str, sweep_id: str) -> str:
         f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs"
         f"?workflowType=machine_learning&searchFilter={search}"
     )
+
+
+def run_url(ui: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of one run."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

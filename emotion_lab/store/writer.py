@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import mlflow
-from mlflow.entities import Metric, Run, RunStatus, RunTag
+from mlflow.entities import DatasetInput, Metric, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
@@ -46,6 +46,14 @@ PENDING_FILE = "pending_writes.json"
 
 # Buffered writes, in order: each is one log_batch call.
 _Batch = tuple[list[Metric], list[RunTag]]
+
+
+class MetricSource(Protocol):
+    """Metrics measured elsewhere (another thread) that the logger sends with its own writes."""
+
+    def drain(self) -> list[Metric]: ...
+
+    def stop(self) -> list[Metric]: ...
 
 
 def heartbeat_now() -> str:
@@ -79,6 +87,7 @@ class RunLogger:
         self._down_since: float | None = None
         self._last_try = -math.inf
         self.stopped = False
+        self._sources: list[MetricSource] = []
 
     def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
         if not self.run_id:
@@ -89,6 +98,7 @@ class RunLogger:
             for k, v in values.items()
             if (k, step) not in self.logged
         ]
+        fresh += self._drained()
         if fresh:
             self._pending.append((fresh, []))
             self._send(wait=False)
@@ -127,9 +137,33 @@ class RunLogger:
         if self.run_id:
             self._deliver(partial(mlflow.log_artifacts, str(local_dir), path, run_id=self.run_id))
 
+    def inputs(self, inputs: list[DatasetInput]) -> None:
+        """The run's dataset inputs (``store.datasets``)."""
+        if self._client and inputs:
+            self._deliver(partial(self._client.log_inputs, self.run_id, datasets=inputs))
+
+    def write(self, write: Callable[[MlflowClient, str], object]) -> None:
+        """Any other write, ``write(client, run_id)``: under the lock, after the buffered ones,
+        through an outage as artifacts go."""
+        if self._client:
+            self._deliver(partial(write, self._client, self.run_id))
+
+    def follow(self, source: MetricSource) -> None:
+        """Send ``source``'s metrics with the run's own, until the run ends."""
+        self._sources.append(source)
+
+    def _drained(self, stop: bool = False) -> list[Metric]:
+        taken = [m for s in self._sources for m in (s.stop() if stop else s.drain())]
+        if stop:
+            self._sources = []
+        return [m for m in taken if (m.key, m.step) not in self.logged]
+
     def flush(self) -> None:
         """Send every buffered write, waiting out an outage (up to ``max_outage_s``)."""
         if self.run_id:
+            drained = self._drained()
+            if drained:
+                self._pending.append((drained, []))
             self._send(wait=True)
 
     def spool_to(self, path: Path) -> None:
@@ -157,8 +191,11 @@ class RunLogger:
         A job stopped by an outage, or failing while the server is away, does not wait for it:
         its run stays RUNNING and the unsent writes stay in the spool, for ``resume=true``.
         """
+        last = self._drained(stop=True)
         if not self.run_id or self.stopped:
             return
+        if last:
+            self._pending.append((last, []))
         if error is not None:
             self._pending.append(([], [RunTag(names.ERROR_TAG, redact(error)[:5000])]))
             if self._down_since is not None:
@@ -283,6 +320,9 @@ class JobContext:
     parent_run_id: str | None = None
     job_num: int | None = None
     overrides: list[str] = field(default_factory=list)
+    # Set by run_experiment on the main process: the job's MLflow run and its experiment.
+    run_id: str | None = None
+    experiment_id: str | None = None
 
 
 def job_tags(job: JobContext, job_key: str, init: str, model: str) -> dict[str, str]:

@@ -35,7 +35,8 @@ install_log_redaction()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(dcfg: DictConfig) -> dict[str, Any] | float:
-    from emotion_lab.train.job import JobContext, run_experiment
+    from emotion_lab.train.job import JobContext, run_experiment, run_name
+    from emotion_lab.train.job_end import job_end_block
 
     export_submitit_distributed_env()
     quiet_libraries()
@@ -60,6 +61,14 @@ def main(dcfg: DictConfig) -> dict[str, Any] | float:
         result |= {"status": "FAILED", "error": report_error(e, bool(dcfg.get("debug", False)))}
     if is_main_launch_process():
         (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    if not multirun and result["status"] == "FINISHED" and job.run_id and job.experiment_id:
+        print(
+            job_end_block(
+                result["metrics"], run_name(cfg), job.run_id, job.experiment_id, cfg.tracking.uri
+            ),
+            end="",
+            flush=True,
+        )
     # Ranks in lockstep cannot go on after a failed job: if it failed on some ranks only, or at a
     # different point (rank 0 alone talks to MLflow and reads the data first), they would wait
     # forever on each other. The launcher stops them all.

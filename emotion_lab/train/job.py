@@ -58,8 +58,11 @@ from emotion_lab.train.checkpoint import Checkpointer
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, TrainState, best_epoch_record, fit, predict
 from emotion_lab.train.metrics import evaluate_logits
+from emotion_lab.train.mlflow_model import add_mlflow_model, example_input, log_logged_model
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.predictions import predictions_frame
+from emotion_lab.train.records import job_records, log_records
+from emotion_lab.train.system_metrics import follow_system_metrics
 from emotion_lab.train.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -99,7 +102,7 @@ def make_accelerator(cfg: TrainerConfig) -> Accelerator:
 
 
 # Keys that do not change what a job computes, so they do not change its identity.
-_NOT_JOB_IDENTITY = ("resume", "debug", "paths", "tracking")
+_NOT_JOB_IDENTITY = ("resume", "resume_changed_data", "debug", "paths", "tracking")
 
 
 def job_key(resolved: dict[str, Any]) -> str:
@@ -130,18 +133,27 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     data, bad_input = _data_or_error(cfg, accelerator, job)
     key = job_key(resolved)
     experiment_id, previous = _open_store(cfg, accelerator, key)
+    job.experiment_id = experiment_id
     finished = finished_job_metrics(previous, accelerator.is_main_process)
     if finished is not None:
+        assert previous is not None
+        job.run_id = previous.info.run_id
         return finished
     tags = job_tags(job, key, cfg.init.value, cfg.model.name_or_path)
     params = flatten(resolved) | (data.params() if data else {})
+    records = job_records(cfg, accelerator, data, previous)
+    tags |= records.tags
     with tracked_run(
         experiment_id, run_name(cfg), params, tags, cfg.tracking, resume=previous
     ) as logger:
+        log_records(logger, records, previous)
+        job.run_id = logger.run_id
         if bad_input is not None:
             raise bad_input  # the run records it: FAILED, with the reason
         assert data is not None
         ckpt_root = _checkpoint_root(cfg, accelerator, logger)
+        # After the spool: a resumed run's samples number on after those it already holds.
+        records.sampler = follow_system_metrics(logger, cfg.tracking, accelerator.device)
         logger.text(yaml.safe_dump(resolved, sort_keys=False), names.CONFIG_ARTIFACT)
         wall_start = time.perf_counter()
         watch.lap("start")
@@ -156,6 +168,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         metrics["wall_seconds"] = time.perf_counter() - wall_start
         finals = {"wall_seconds": metrics["wall_seconds"], **watch.metrics()}
         finals[names.PEAK_MEMORY_MB] = peak_memory_mb(accelerator)
+        finals[names.RECORDS_SECONDS] = records.cost_s()
         logger.metrics(finals, step=ckpt.state.step)
         logger.flush()
         accelerator.wait_for_everyone()
@@ -341,7 +354,15 @@ def test_and_log(
             with tempfile.TemporaryDirectory() as tmp:
                 accelerator.unwrap_model(training.model).save_pretrained(tmp)
                 parts.tokenizer.save_pretrained(tmp)
+                add_mlflow_model(
+                    Path(tmp),
+                    label_names,
+                    cfg.data.text_columns,
+                    cfg.model.max_length,
+                    example_input(splits.test_texts[0], cfg.data.text_columns),
+                )
                 fault_point("model_artifact")
                 logger.directory(tmp, names.MODEL_ARTIFACT)
                 fault_point("model_artifact")
+                log_logged_model(logger, Path(tmp), metrics, state.step)
     return metrics

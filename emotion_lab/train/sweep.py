@@ -74,7 +74,7 @@ def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
 
 
 # Overrides that do not change what a sweep runs, so they do not change its identity.
-_NOT_SWEEP_IDENTITY = ("resume", "debug")
+_NOT_SWEEP_IDENTITY = ("resume", "resume_changed_data", "debug")
 
 
 def sweep_key(overrides: list[str]) -> str:
@@ -250,6 +250,9 @@ class SweepCallback(Callback):
             info["sweep_id"] = previous.data.tags[names.SWEEP_TAG]
             info["parent_run_id"] = previous.info.run_id
         fault_point("sweep_start")
+        from emotion_lab.train.records import sweep_records
+
+        sweep_records(info["parent_run_id"], previous)
         info["experiment_id"] = experiment_id
         info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
         # Other ranks and job processes read it while it is written.

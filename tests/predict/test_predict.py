@@ -135,7 +135,7 @@ def test_user_mistakes_are_one_line_errors(trained: dict, run_without_model: str
         ([f"run_id={trained['run_id']}", f"input={tmp_path}/nope.csv"], "nope.csv: no such file"),
         ([f"run_id={trained['run_id']}", f"input={no_column}"], "has no column 'text'"),
         ([f"run_id={trained['run_id']}", f"input={texts}", "output=p.txt"], "expected a .csv"),
-        (["text=hi"], "run_id is required"),
+        (["text=hi"], "give run_id"),
     ]
     for args, message in cases:
         proc = run_cli(args, trained["cwd"], module=PREDICT)

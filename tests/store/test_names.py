@@ -44,3 +44,43 @@ def test_readers_never_import_the_writer():
             if "emotion_lab.store.writer" in path.read_text():
                 found.append(str(path.relative_to(REPO)))
     assert found == []
+
+
+# MLflow's writing calls (client and fluent): the reading commands make them only through
+# emotion_lab.store.annotate, under the store lock and through outages.
+_MLFLOW_WRITES = {
+    "log_artifact",
+    "log_artifacts",
+    "log_batch",
+    "log_metric",
+    "log_param",
+    "log_params",
+    "log_text",
+    "log_dict",
+    "log_figure",
+    "log_inputs",
+    "set_tag",
+    "set_terminated",
+    "create_run",
+    "create_registered_model",
+    "create_model_version",
+    "set_registered_model_alias",
+    "delete_tag",
+}
+
+
+def test_readers_write_to_mlflow_only_through_their_store_module():
+    found = []
+    for reader in ("compare", "predict", "attention"):
+        for path in sorted((REPO / "emotion_lab" / reader).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in _MLFLOW_WRITES
+                ):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.func.attr}")
+    assert found == []
+    # And the module they write through is not the training writer.
+    annotate = (REPO / "emotion_lab" / "store" / "annotate.py").read_text()
+    assert "emotion_lab.store.writer" not in annotate

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoConfig, GPT2ForSequenceClassification
 
 from emotion_lab.attention.extract import load_model_dir
+from emotion_lab.compare.config import CompareConfig
 from emotion_lab.compare.report import register_best
 from emotion_lab.errors import ModelError
 from emotion_lab.modeling import load_tokenizer
@@ -118,7 +119,7 @@ def test_a_model_asking_to_run_its_own_code_does_not_run_it(store: dict):
 def test_the_registry_refuses_a_pickle_only_model(store: dict):
     best = pd.Series({"run_id": store["pickled"], "val_accuracy": 0.5, "test_accuracy": 0.5})
     with pytest.raises(ModelError, match="has no model.safetensors"):
-        register_best(store["client"], best, "emotion_lab", "sweep")
+        register_best(store["client"], best, CompareConfig(), "sweep")
     assert not store["client"].search_registered_models("name = 'emotion_lab'")
 
 

@@ -336,6 +336,7 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
         f"trainer.epochs={epochs}",
         "trainer.log_every_n_steps=1",
         "trainer.checkpoint_every_n_steps=5",
+        "tracking.system_metrics_interval_s=1",
     ]
     cmd = [sys.executable, "-m", "emotion_lab", *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -431,3 +432,10 @@ def test_a_job_rides_out_a_server_restart_and_stops_cleanly_past_the_outage_limi
         err[-3000:],
     )
     assert not (tmp_path / "outputs" / "checkpoints" / ckpt.name).exists()
+    # System metrics went the same way: sampled on through the outage, sent after it, numbered
+    # on across the resume, none twice.
+    with credentials(*ADMIN):
+        cpu = MlflowClient(team_server.uri).get_metric_history(run.info.run_id, names.SYSTEM_CPU)
+    steps = [m.step for m in cpu]
+    assert len(steps) == len(set(steps)) and len(steps) > 3, steps
+    assert any(down * 1000 < m.timestamp < up * 1000 for m in cpu), steps

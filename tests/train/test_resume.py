@@ -86,3 +86,50 @@ def test_resume_skips_finished_jobs(tmp_path: Path):
     again = run_cli([*args, "resume=true"], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(sweep_runs(tmp_path)[1]) == 1
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_run_whose_data_file_changed_unless_told(tmp_path: Path):
+    """Killed mid-epoch, then its CSV is edited: resume=true refuses in one line, before any
+    training; resume_changed_data=true continues the run on the new rows (both digests kept)
+    and, a single job, ends with its short block."""
+    import pandas as pd
+
+    rows = pd.read_parquet(next(EMOTION.glob("split/train-*.parquet"))).head(150)
+    data = tmp_path / "tweets.csv"
+    rows.to_csv(data, index=False)
+    args = [*ARGS[:2], f"data.path={data}", "trainer.epochs=1", "trainer.batch_size=8"]
+    args += ["trainer.mixed_precision=no", "trainer.checkpoint_every_n_steps=2"]
+    killed_proc = run_cli(args, tmp_path, env={ENV: "train_step:4"})
+    assert killed_proc.returncode == -signal.SIGKILL, killed_proc.stderr[-2000:]
+    (killed,) = sweep_runs(tmp_path)[1]
+    assert killed.info.status == "RUNNING"
+
+    rows.loc[0, "text"] = "i feel edited"
+    rows.to_csv(data, index=False)
+    refused = run_cli([*args, "resume=true"], tmp_path)
+    assert refused.returncode == 1
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("emotion_lab: error:")]
+    assert f"data of run {killed.info.run_id} changed since it started" in line
+    assert line.endswith("set resume_changed_data=true to continue on the new rows.")
+    assert "epoch 1" not in refused.stdout
+
+    resumed = run_cli([*args, "resume=true", "resume_changed_data=true"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (run,) = sweep_runs(tmp_path)[1]
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    training = {
+        i.dataset.digest
+        for i in run.inputs.dataset_inputs
+        if any(t.value == "training" for t in i.tags)
+    }
+    assert len(training) == 2
+    # A single job ends with one short block: the kept epoch's scores, the run, its UI link.
+    m = run.data.metrics
+    assert resumed.stdout.strip().splitlines()[-3:] == [
+        f"Job finished (epoch {m['best_epoch']:.0f}, chosen on validation): test_accuracy "
+        f"{m['test_accuracy']:.4f}, test_macro_f1 {m['test_macro_f1']:.4f}",
+        f"Run {run.info.run_name} ({run.info.run_id})",
+        f"In the MLflow UI: http://127.0.0.1:5000/#/experiments/"
+        f"{run.info.experiment_id}/runs/{run.info.run_id}",
+    ]
