@@ -309,6 +309,27 @@ class PathsConfig:
 
 
 @dataclass
+class TrialConfig:
+    """Set by the search sweeper (hparams_search=optuna) on each job it launches."""
+
+    storage: str | None = None
+    """The Optuna storage of the search this job is a trial of; null = not a trial."""
+    study: str | None = None
+    """The study's name in that storage."""
+    number: int | None = None
+    """The trial's number in the study: the job reports its monitored score to it each epoch."""
+
+    def __post_init__(self) -> None:
+        given = [v is not None for v in (self.storage, self.study, self.number)]
+        _require(
+            all(given) or not any(given),
+            "trial",
+            {"storage": self.storage, "study": self.study, "number": self.number},
+            "all three of trial.storage, trial.study and trial.number, or none",
+        )
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -316,6 +337,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
     init: Init = Init.pretrained
     """scratch (fresh weights from the model config) or pretrained (the checkpoint's weights)."""
     lr: float = 5e-5

@@ -29,6 +29,10 @@ class PreflightError(UserError):
     """A model, tokenizer, dataset or job config of a run or sweep cannot be had."""
 
 
+class SearchError(UserError):
+    """A hyperparameter search that cannot run or found nothing (hparams_search=optuna)."""
+
+
 class TrainingDiverged(UserError):
     pass
 

@@ -34,6 +34,9 @@ class CompareConfig:
     """Coverage of the bootstrap intervals."""
     bootstrap_seed: int = 0
     """Seed of the resampling, so the same sweep gives the same intervals."""
+    search_storage: str | None = None
+    """A search sweep's Optuna storage, if its URL holds credentials; null = the one its parent
+    run names (optuna.storage tag, kept redacted)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     debug: bool = False

@@ -17,7 +17,8 @@ from emotion_lab.compare.config import CompareConfig
 from emotion_lab.compare.groups import group_markdown_frame, group_table
 from emotion_lab.compare.paired import Comparison, choose_pair, compare_pair
 from emotion_lab.compare.runs import SweepRuns, read_sweep, read_sweeps
-from emotion_lab.compare.table import best_row, markdown, run_table
+from emotion_lab.compare.search import search_files
+from emotion_lab.compare.table import PRUNED, best_row, markdown, run_table
 from emotion_lab.errors import TrackingError, UserError, one_line
 from emotion_lab.reports import save_figure
 from emotion_lab.store import names
@@ -74,7 +75,7 @@ class Report:
 
     @property
     def failed(self) -> pd.DataFrame:
-        return self.table[self.table.status != "FINISHED"]
+        return self.table[~self.table.status.isin(["FINISHED", PRUNED])]
 
 
 def classes_line(sweep: SweepRuns) -> str:
@@ -166,6 +167,7 @@ def _budget_md(curves: pd.DataFrame, key: str) -> list[str]:
 def _summary(sweep: SweepRuns, report: Report, keys: list[str], curves: pd.DataFrame) -> str:
     table = report.table
     done = int((table.status == "FINISHED").sum())
+    pruned = int((table.status == PRUNED).sum())
     lines = [
         f"# Sweep {sweep.sweep_id}",
         "",
@@ -174,8 +176,10 @@ def _summary(sweep: SweepRuns, report: Report, keys: list[str], curves: pd.DataF
             if sweep.pooled
             else []
         ),
-        f"Parent run `{sweep.parent.info.run_id}`; {done} finished, {len(table) - done} not "
-        f"finished; swept: {', '.join(sweep.swept) or 'nothing'}. Validation numbers are those "
+        f"Parent run `{sweep.parent.info.run_id}`; {done} finished, "
+        + (f"{pruned} pruned by the search, " if pruned else "")
+        + f"{len(table) - done - pruned} not finished; "
+        f"swept: {', '.join(sweep.swept) or 'nothing'}. Validation numbers are those "
         "of each run's best epoch.",
         "",
         classes_line(sweep) + ".",
@@ -337,6 +341,7 @@ def compare(cfg: CompareConfig) -> Report:
         ),
     )
     report.files = write_files(sweep, report)
+    report.files += search_files(sweep.parent, out, cfg.search_storage)
     log_files(client, parent_id, report.files, ARTIFACT_DIR, cfg.tracking.max_outage_s)
     ours = {sweep.parent.info.run_id, *(r.info.run_id for r in sweep.jobs)}
     report.stale = [

@@ -12,6 +12,8 @@ from emotion_lab.reports import markdown_table
 from emotion_lab.store import names
 from emotion_lab.store.reader import best_run, job_num
 
+PRUNED = "PRUNED"
+
 # Validation numbers are those of the best epoch (the one that was tested and logged).
 METRICS = (
     names.BEST_EPOCH_METRIC,
@@ -42,7 +44,8 @@ def _row(run: Run, history: pd.DataFrame, swept: list[str]) -> dict[str, object]
     return {
         "job": job_num(run),
         "run": run.info.run_name,
-        "status": run.info.status,
+        # A search trial its pruner stopped is FINISHED in MLflow, untested: listed as pruned.
+        "status": PRUNED if names.PRUNED_TAG in run.data.tags else run.info.status,
         **{key: run.data.params.get(key, "") for key in swept},
         names.BEST_EPOCH_METRIC: best,
         **{s: (at_best if s.startswith("val_") else metrics).get(s) for s in names.SCORES},

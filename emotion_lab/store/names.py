@@ -27,6 +27,9 @@ OVERRIDES_TAG = "overrides"
 LABEL_NAMES_TAG = "label_names"
 CHECKPOINT_DIR_TAG = "checkpoint_dir"
 RESUME_COUNT_TAG = "resume_count"
+# A search trial that the pruner stopped: the epoch it stopped after. Its run is FINISHED, with no
+# test pass and no best_* metrics; no best-run rule picks it.
+PRUNED_TAG = "pruned_at_epoch"
 # Why a run ended FAILED or KILLED, in one line.
 ERROR_TAG = "error"
 # A running job's last sign of life (UTC, ISO 8601), refreshed with its metric writes at most
@@ -39,6 +42,12 @@ STALE_AFTER_S = 15 * 60
 SWEEP_DIR_TAG = "sweep_dir"
 # Hash of the sweep's command-line overrides; resume=true continues the newest sweep with it.
 SWEEP_KEY_TAG = "sweep_key"
+# A search's Optuna study (redacted storage URL and study name), and what it found so far: the
+# best value (a metric) and the best trial's parameters (tags, one per key), set by the sweeper.
+SEARCH_STORAGE_TAG = "optuna.storage"
+SEARCH_STUDY_TAG = "optuna.study"
+SEARCH_BEST_VALUE = "search_best_value"
+SEARCH_BEST_PARAM_TAG = "search_best.{key}"
 
 # Params: the flattened resolved config (``flatten``), so a config key is its param name.
 INIT_PARAM = "init"

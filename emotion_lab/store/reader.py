@@ -8,7 +8,8 @@ remote code would run whatever they hold on the reader's machine.
 
 The best run is chosen on validation numbers only, so the test set never picks a model: the
 score the job monitored for early stopping (``best_<trainer.monitor>``), then validation
-macro-F1, then validation loss, then the lowest job number. A group of runs (one configuration
+macro-F1, then validation loss, then the lowest job number. A search trial that its pruner
+stopped is never chosen. A group of runs (one configuration
 over several seeds) is scored by the mean of each of these over its finished runs.
 
 The pair: a sweep's runs are grouped into configurations (every swept key but the seed); for
@@ -146,7 +147,8 @@ def decided_by(keys: Sequence[tuple[float, ...]], chosen: int, monitor: str) -> 
 
 
 def _done(run: Run) -> bool:
-    return run.info.status == "FINISHED"
+    """Finished and tested: a search trial that its pruner stopped is FINISHED, but untested."""
+    return run.info.status == "FINISHED" and names.PRUNED_TAG not in run.data.tags
 
 
 def best_run(runs: Sequence[Run]) -> Run | None:
@@ -178,6 +180,10 @@ def _config_rank(key: str) -> int | None:
     return None
 
 
+# Config keys that say how a job ran, not what it varied: a search trial's number and study.
+_BOOKKEEPING = ("trial.",)
+
+
 def swept_keys(jobs: Sequence[Run]) -> list[str]:
     """Config params that differ between the jobs (absent counts as a value): top-level keys
     (init, lr, seed) first, then in schema order."""
@@ -185,7 +191,9 @@ def swept_keys(jobs: Sequence[Run]) -> list[str]:
     swept = [
         k
         for k in keys
-        if _config_rank(k) is not None and len({run.data.params.get(k) for run in jobs}) > 1
+        if _config_rank(k) is not None
+        and not k.startswith(_BOOKKEEPING)
+        and len({run.data.params.get(k) for run in jobs}) > 1
     ]
     return sorted(swept, key=lambda k: ("." in k, _config_rank(k), k))
 

@@ -22,7 +22,7 @@ from emotion_lab.train.launch import (
     ranks_share_the_sweep,
     register_resolvers,
 )
-from emotion_lab.train.sweep import RESULT_FILE, objective_value, read_sweep_file
+from emotion_lab.train.sweep import RESULT_FILE, job_status, objective_value, read_sweep_file
 
 log = logging.getLogger("emotion_lab")
 
@@ -56,7 +56,8 @@ def main(dcfg: DictConfig) -> dict[str, Any] | float:
     try:
         cfg: Config = OmegaConf.to_object(dcfg)  # type: ignore[assignment]
         resolved = OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)
-        result |= {"status": "FINISHED", "metrics": run_experiment(cfg, job, resolved)}
+        metrics = run_experiment(cfg, job, resolved)
+        result |= {"status": job_status(metrics), "metrics": metrics}
     except Exception as e:
         result |= {"status": "FAILED", "error": report_error(e, bool(dcfg.get("debug", False)))}
     if is_main_launch_process():

@@ -42,6 +42,7 @@ from emotion_lab.faults import fault_point
 from emotion_lab.modeling import build_model, check_max_length, load_tokenizer
 from emotion_lab.preflight import check_job
 from emotion_lab.process import high_water_rss_kb
+from emotion_lab.search.trial import TrialPruned, pruned_metrics, record_pruned, search_trial
 from emotion_lab.store import names
 from emotion_lab.store.connection import open_for_writing
 from emotion_lab.store.names import flatten
@@ -138,7 +139,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     if finished is not None:
         assert previous is not None
         job.run_id = previous.info.run_id
-        return finished
+        return finished | pruned_metrics(previous)
     tags = job_tags(job, key, cfg.init.value, cfg.model.name_or_path)
     params = flatten(resolved) | (data.params() if data else {})
     records = job_records(cfg, accelerator, data, previous)
@@ -161,9 +162,15 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
         every = cfg.trainer.checkpoint_every_n_steps
         ckpt = Checkpointer(accelerator, TrainState(), ckpt_root, every)
         _resume_or_start(ckpt, logger, parts)
-        fit(accelerator, parts.training, cfg.trainer, logger.metrics, ckpt)
-        watch.lap("fit")
-        metrics = test_and_log(cfg, job, parts, logger, ckpt.state)
+        parts.training.after_epoch = search_trial(cfg, accelerator)
+        try:
+            fit(accelerator, parts.training, cfg.trainer, logger.metrics, ckpt)
+        except TrialPruned as pruned:
+            # A search's bad trial: FINISHED (resume=true never retrains it), untested.
+            metrics = record_pruned(logger, ckpt.state, pruned)
+        else:
+            watch.lap("fit")
+            metrics = test_and_log(cfg, job, parts, logger, ckpt.state)
         watch.lap("finish")
         metrics["wall_seconds"] = time.perf_counter() - wall_start
         finals = {"wall_seconds": metrics["wall_seconds"], **watch.metrics()}

@@ -42,6 +42,9 @@ class Training:
     train_loader: DataLoader
     val_loader: DataLoader
     label_names: list[str]
+    # Sees each epoch once it is checkpointed: a search trial reports to its study there, and
+    # may stop (emotion_lab.search.trial).
+    after_epoch: Callable[[TrainState], None] | None = None
 
 
 @dataclass
@@ -141,6 +144,8 @@ def fit(
             # to the last checkpoint nor kept through testing, where they would set the peak.
             training.optimizer.state.clear()
         ckpt.save()
+        if training.after_epoch is not None:
+            training.after_epoch(loop.state)
     loop.best.restore(training.model)
 
 

@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,18 @@ class JobFailed(Exception):
     """Raised to an optimising sweeper for a failed job, so it records a failed trial."""
 
 
+# A job's status in its result.json: FINISHED, PRUNED (a search trial its pruner stopped; its
+# MLflow run is FINISHED) or FAILED.
+PRUNED = "PRUNED"
+
+
+def job_status(metrics: dict[str, Any]) -> str:
+    return PRUNED if names.PRUNED_TAG in metrics else "FINISHED"
+
+
 def objective_value(result: dict[str, Any], name: str) -> float:
+    if result["status"] == PRUNED:
+        return math.nan
     if result["status"] != "FINISHED":
         raise JobFailed(result.get("error", "the job failed"))
     return float(result["metrics"][name])
@@ -88,10 +100,18 @@ def collect_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(results, key=lambda r: r.get("job_num") or 0)
 
 
+# Overrides that say how a job ran, not what it varied: resume=true (a resumed search's new
+# trials have it, its earlier ones not) and a search trial's bookkeeping (trial.*).
+_NOT_SWEPT = ("resume=", "trial.")
+
+
 def swept_overrides(results: list[dict[str, Any]]) -> list[list[str]]:
     """Each job's overrides, less those every job shares: what the sweep varied."""
     common = set.intersection(*(set(r.get("overrides", [])) for r in results)) if results else set()
-    return [[o for o in r.get("overrides", []) if o not in common] for r in results]
+    return [
+        [o for o in r.get("overrides", []) if o not in common and not o.startswith(_NOT_SWEPT)]
+        for r in results
+    ]
 
 
 # Validation numbers of each job's kept epoch (what picks a job), then its test numbers.
@@ -109,6 +129,12 @@ def best_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda r: selection_key(r["metrics"], r.get("monitor", VAL_ACCURACY)))
 
 
+def _status(result: dict[str, Any]) -> str:
+    if result.get("status") == PRUNED:
+        return f"pruned after epoch {result['metrics'][names.PRUNED_TAG]}"
+    return str(result.get("status"))
+
+
 def summary_table(results: list[dict[str, Any]]) -> str:
     present = {k for r in results for k in r.get("metrics") or {}}
     scores = [k for k in SUMMARY_SCORES if k in present]
@@ -120,7 +146,7 @@ def summary_table(results: list[dict[str, Any]]) -> str:
             [
                 str(r.get("job_num")),
                 " ".join(swept),
-                str(r.get("status")),
+                _status(r),
                 *(f"{m[k]:.4f}" if k in m else "" for k in scores),
                 f"{m[BEST_EPOCH_METRIC]:.0f}" if BEST_EPOCH_METRIC in m else "",
                 str(r.get("error", "")),
@@ -311,7 +337,8 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_sweep_file(sweep_dir)
         results = collect_results(sweep_dir)
-        failed = [r for r in results if r.get("status") != "FINISHED"]
+        failed = [r for r in results if r.get("status") not in ("FINISHED", PRUNED)]
+        pruned = sum(r.get("status") == PRUNED for r in results)
         table = summary_table(results)
         best = search_summary(sweep_dir, config.get("objective"))
         chosen = best_result(results)
@@ -338,8 +365,9 @@ class SweepCallback(Callback):
             url = names.sweep_runs_url(ui, info["experiment_id"], info["sweep_id"])
             link = f"Runs in the MLflow UI: {url}\n"
         print(
-            f"\nSweep {info['sweep_id']}: {len(results) - len(failed)} finished, "
-            f"{len(failed)} failed\n{redact(summary)}{link}",
+            f"\nSweep {info['sweep_id']}: {len(results) - len(failed) - pruned} finished, "
+            + (f"{pruned} pruned, " if pruned else "")
+            + f"{len(failed)} failed\n{redact(summary)}{link}",
             end="",
             flush=True,
         )

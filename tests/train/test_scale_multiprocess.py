@@ -144,9 +144,14 @@ def test_two_process_eval_equals_one_process_eval_of_the_same_weights(sweep: Pat
         assert report["macro avg"]["f1-score"] == pytest.approx(test.macro_f1, abs=1e-9)
 
 
-def test_ranks_run_the_same_optuna_trials(tmp_path: Path):
-    """Each rank runs its own Optuna study; seeded, and told the same (gathered) scores, they
-    must propose identical trials, or the ranks would train different configs in lockstep."""
+def test_rank_0_owns_the_search_and_the_other_ranks_follow_its_trials(tmp_path: Path):
+    """Rank 0 asks the study for each trial and sends it to the other rank, which launches the
+    same job: the ranks train the same configs in lockstep, and the study holds each trial once,
+    with one report per epoch."""
+    import optuna
+
+    from emotion_lab.search.study import open_storage
+
     search = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3"]
     search += ["hydra.sweeper.sampler.n_startup_trials=1"]  # trials 2 and 3 come from TPE
     data = [o for o in DATA if not o.startswith("trainer.batch_size")]
@@ -160,6 +165,12 @@ def test_ranks_run_the_same_optuna_trials(tmp_path: Path):
         assert len(per_rank) == 2 and per_rank[0] == per_rank[1]
     jobs = [r for r in _job_runs(tmp_path) if r.data.tags["emotion_lab.role"] == "job"]
     assert len(jobs) == 3 and {r.data.params["num_processes"] for r in jobs} == {"2"}
+    storage = open_storage(str(tmp_path / "outputs" / "optuna.journal"))
+    (study,) = storage.get_all_studies()
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [sorted(t.intermediate_values) for t in trials] == [[1]] * 3
 
 
 def test_a_failed_job_stops_a_distributed_sweep(tmp_path: Path, tiny_checkpoint: Path):
