@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from emotion_lab.attention import bertviz_export, plots, report
@@ -126,6 +128,17 @@ def write_model_analysis(  # noqa: PLR0913 - the word-table options and the opti
     return text
 
 
+def matched_stats(b: HeadStats, matched: np.ndarray) -> HeadStats:
+    """``b`` with its heads renumbered so that head h of layer l is the one matched to the
+    other model's head h (``matching.match_heads``): per-head differences then compare
+    counterparts, not heads that happen to share an index."""
+    layers, heads = matched.shape
+    order = (np.arange(layers)[:, None] * heads + matched).ravel()
+    table = b.table.sort_values(["layer", "head"]).iloc[order].copy()
+    table["head"] = np.tile(np.arange(heads), layers)
+    return dataclasses.replace(b, table=table.reset_index(drop=True))
+
+
 def write_comparison(  # noqa: PLR0913 - two models' statistics plus the word-table options, by keyword
     names: tuple[str, str],
     a: HeadStats,
@@ -134,25 +147,38 @@ def write_comparison(  # noqa: PLR0913 - two models' statistics plus the word-ta
     *,
     top_words: int,
     min_count: int,
+    matched: np.ndarray | None = None,
 ) -> str:
-    """Side-by-side and difference heatmaps, a merged table and the report; returns it."""
+    """Side-by-side and difference heatmaps, a merged table and the report; returns it.
+    With ``matched``, b's heads are first renumbered to their matched counterparts in a."""
     if a.shape != b.shape:
         raise ModelError(
             f"cannot compare {names[0]} ({a.shape[0]}x{a.shape[1]} layers x heads) with "
             f"{names[1]} ({b.shape[0]}x{b.shape[1]}): head by head needs the same shape."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    if matched is not None:
+        b = matched_stats(b, matched)
     figures = []
     for stat in a.panels():
         figures.append(f"compare_{stat}.png")
-        fig = plots.comparison_figure(stat, a.grid(stat), b.grid(stat), names)
+        shown = names if matched is None else (names[0], f"{names[1]} (heads matched)")
+        fig = plots.comparison_figure(stat, a.grid(stat), b.grid(stat), shown)
         save_figure(fig, out_dir / figures[-1])
     merged = pd.merge(a.table, b.table, on=["layer", "head"], suffixes=("_a", "_b"))
     for stat in a.panels():
         merged[f"{stat}_diff"] = merged[f"{stat}_b"] - merged[f"{stat}_a"]
+    if matched is not None:
+        merged.insert(2, "head_b", matched.ravel())
     merged.to_csv(out_dir / "comparison.csv", index=False)
     text = report.comparison_report(
         names, a, b, top_words=top_words, min_count=min_count, figures=figures
     )
+    if matched is not None:
+        text += (
+            f"\nHeads of {names[1]} are matched to those of {names[0]} per layer (Hungarian "
+            "algorithm on the Jensen-Shannon distance of their attention over the same texts) "
+            "before any per-head difference; `head_b` in comparison.csv is the matched head.\n"
+        )
     (out_dir / "comparison.md").write_text(text)
     return text

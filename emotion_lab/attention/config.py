@@ -48,13 +48,40 @@ class AttentionConfig:
     """Also log one metric per head and statistic; per-layer means are always logged."""
     bertviz: bool = True
     """bertviz head_view/model_view HTML of the example text, when bertviz is installed."""
+    causal: bool = True
+    """Causal analysis of each run: head ablation and gradients, word attributions, faithfulness."""
+    num_causal_texts: int = 120
+    """Texts of the causal analysis: a stratified, seeded sample of the split (equal per class)."""
+    ig_steps: int = 20
+    """Integrated-gradients steps (midpoint rule); the completeness error is reported."""
+    random_seeds: int = 5
+    """Random rankings the faithfulness control is averaged over."""
+    bootstrap_resamples: int = 1000
+    """Bootstrap resamples over texts behind every 95% interval."""
+    min_class_word_count: int = 3
+    """Words seen fewer times in a class are not ranked among the class's words."""
+    num_examples: int = 6
+    """Example texts drawn coloured by attribution (misclassified ones first)."""
+    match_texts: int = 100
+    """Texts whose attention matches the heads of two models (Jensen-Shannon, Hungarian)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     debug: bool = False
     """Full tracebacks instead of one-line errors."""
 
     def __post_init__(self) -> None:
-        positive = ("num_texts", "batch_size", "top_words", "min_word_count")
+        positive = (
+            "num_texts",
+            "batch_size",
+            "top_words",
+            "min_word_count",
+            "num_causal_texts",
+            "ig_steps",
+            "random_seeds",
+            "bootstrap_resamples",
+            "min_class_word_count",
+            "match_texts",
+        )
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not valid: expected > 0.")

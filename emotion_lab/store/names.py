@@ -209,3 +209,23 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+# The causal attention analysis (emotion_lab.attention), logged on each analysed run under
+# ATTENTION_ARTIFACT_DIR; the two-model comparison goes under it on the sweep's parent run.
+ATTENTION_ARTIFACT_DIR = "attention"
+HEAD_IMPORTANCE_ARTIFACT = "head_importance.csv"
+FAITHFULNESS_ARTIFACT = "faithfulness.csv"
+WORDS_BY_CLASS_ARTIFACT = "words_by_class.csv"
+ATTENTION_REPORT_ARTIFACT = "report.html"
+# Headline metrics: each layer's attention ablated whole (change in loss, and in accuracy in
+# points), the ERASER AOPC of each attribution method, the heads whose single ablation changes
+# the loss (interval excludes 0), the Spearman agreement of ablation and gradient importance, and
+# the relative completeness error of integrated gradients.
+LAYER_ABLATION_DLOSS_METRIC = "attn_layer_ablation_dloss_L{layer}"
+LAYER_ABLATION_DACC_METRIC = "attn_layer_ablation_dacc_L{layer}"
+COMPREHENSIVENESS_METRIC = "attn_comprehensiveness_{method}"
+SUFFICIENCY_METRIC = "attn_sufficiency_{method}"
+HEADS_THAT_MATTER_METRIC = "attn_heads_that_matter"
+IMPORTANCE_SPEARMAN_METRIC = "attn_importance_spearman"
+IG_COMPLETENESS_METRIC = "attn_ig_completeness_error"

@@ -42,7 +42,15 @@ def analysed(seed_sweep: dict):
     cwd = seed_sweep["cwd"]
     (sweep_dir,) = (cwd / "outputs" / "multirun").iterdir()
     proc = run_attention(
-        [f"sweep_id={sweep_dir.name}", f"data.path={EMOTION}", "num_texts=40"], cwd
+        [
+            f"sweep_id={sweep_dir.name}",
+            f"data.path={EMOTION}",
+            "num_texts=40",
+            "num_causal_texts=24",
+            "ig_steps=4",
+            "bootstrap_resamples=200",
+        ],
+        cwd,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd, proc
@@ -83,6 +91,12 @@ def test_each_run_gets_its_statistics_figures_and_metrics(analysed):
             "summary.md",
             "attention_L1_H0.png",  # layer=-1: the last of two
             "heads_L1.png",
+            "head_importance.csv",
+            "faithfulness.csv",
+            "words_by_class.csv",
+            "head_importance.png",
+            "faithfulness.png",
+            "report.html",
         ]
         assert {f"attention/{n}" for n in expected} <= names
         for png in ("head_stats.png", "attention_L1_H0.png", "heads_L1.png"):
@@ -124,6 +138,20 @@ def test_comparison_goes_to_the_sweeps_parent_run(analysed):
     assert "First-token (sink) share" in report
     merged = pd.read_csv(_artifact(cwd, parent.info.run_id, f"{folder.path}/comparison.csv"))
     assert (merged["first_diff"] == merged["first_b"] - merged["first_a"]).all()
+    # b's heads are matched to a's before any difference: a permutation within each layer
+    for _, layer in merged.groupby("layer"):
+        assert sorted(layer.head_b) == sorted(layer["head"])
+    assert "matched to those of" in report
+    causal = {
+        "compare_distributions.png",
+        "top_words_overlap.csv",
+        "attribution_agreement.csv",
+        "report.html",
+    }
+    assert causal <= names
+    assert "## 4. What matters, compared" in report and "Attributions agree" in report
+    html = _artifact(cwd, parent.info.run_id, f"{folder.path}/report.html").read_text()
+    assert "data:image/png;base64," in html and "http" not in html
     # the report is also printed, and no job run holds a comparison
     assert "## Conclusions" in proc.stdout
     for run in _runs(cwd, "job"):
