@@ -42,7 +42,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def faults(session: nox.Session) -> None:
-    """The seeded fault matrix: SIGKILL a sweep in every phase, resume, compare with an
-    uninterrupted one; pass e.g. `-- --data ../shared/data/emotion --points 32 --seed 0`."""
+    """The seeded fault matrix: SIGKILL a sweep in every phase, and SIGTERM it in every phase,
+    resume, compare with an uninterrupted one; pass e.g.
+    `-- --data ../shared/data/emotion --points 32 --seed 0`."""
     _install(session)
     session.run("python", "benchmarks/faults.py", *session.posargs)

@@ -1,5 +1,6 @@
-"""Seeded fault matrix: a 2-job sweep is SIGKILLed at random moments of every phase, resumed
-with ``resume=true``, and checked against an uninterrupted reference sweep.
+"""Seeded fault matrix: a 2-job sweep is SIGKILLed at random moments of every phase, and sent
+SIGTERM once in every phase, resumed with ``resume=true``, and checked against an uninterrupted
+reference sweep.
 
     HF_HUB_CACHE=$PWD/../shared/hf-hub HF_HUB_OFFLINE=1 \\
         python benchmarks/faults.py --data ../shared/data/emotion --points 32 --seed 0
@@ -16,8 +17,10 @@ survived when, afterwards:
 - the store holds one sweep parent run, FINISHED, holding both jobs, and its summary lists both
   as FINISHED.
 
-A job that fails the first check is a run lost. Any failure is reproduced by its line's
-``EMOTION_LAB_FAULT=...`` value with the same command.
+A job that fails the first check is a run lost. A sweep stopped by SIGTERM must also have
+stopped politely (``check_stopped``): exit 143, one line, every run closed, and a checkpoint at
+the step it stopped at (else the difference counts as steps lost). Any failure is reproduced by
+its line's ``EMOTION_LAB_FAULT=...`` value with the same command.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -73,15 +77,21 @@ class Fault:
     n: int
     # Seconds after the point: the kill lands inside the work that follows it.
     delay: float = 0.0
+    # KILL, or TERM: the polite stop of a person or a scheduler.
+    signal: str = "KILL"
 
     @property
     def spec(self) -> str:
-        return f"{self.phase}:{self.n}" + (f":{self.delay:g}" if self.delay else "")
+        spec = f"{self.phase}:{self.n}" + (f":{self.delay:g}" if self.delay else "")
+        return spec if self.signal == "KILL" else f"{spec}:{self.signal}"
 
 
-def plan(counts: dict[str, int], points: int, seed: int) -> list[Fault]:
-    """``points`` faults: one in each phase first, then phases at random. Model uploads also
-    get kills a random fraction of a second after they start."""
+def plan(
+    counts: dict[str, int], points: int, seed: int, signals: tuple[str, ...] = ("KILL", "TERM")
+) -> list[Fault]:
+    """``points`` SIGKILL faults: one in each phase first, then phases at random. Model uploads
+    also get kills a random fraction of a second after they start. Then a SIGTERM in each
+    phase, at a random point of it."""
     rng = random.Random(seed)
     phases = list(PHASES) + [rng.choice(PHASES) for _ in range(max(points - len(PHASES), 0))]
     faults = []
@@ -90,7 +100,8 @@ def plan(counts: dict[str, int], points: int, seed: int) -> list[Fault]:
         # Odd points of model_artifact come before an upload (even ones after it).
         late = i >= len(PHASES) and phase == "model_artifact" and n % 2 == 1
         faults.append(Fault(phase, n, round(rng.uniform(0.01, 0.2), 3) if late else 0.0))
-    return faults
+    terms = [Fault(phase, rng.randint(1, counts[phase]), signal="TERM") for phase in PHASES]
+    return [f for f in faults + terms if f.signal in signals]
 
 
 def run_sweep(
@@ -209,6 +220,8 @@ class Outcome:
     problems: list[str]
     lost: int
     seconds: float
+    # SIGTERM: optimizer steps the stopped job had trained beyond its newest checkpoint.
+    steps_lost: int = 0
 
     @property
     def survived(self) -> bool:
@@ -220,11 +233,58 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+STOP_LINE = re.compile(
+    r"^emotion_lab: stopped by SIG(\w+) (?:at step (\d+) \(checkpoint kept\)|before training)"
+    r": rerun with resume=true$"
+)
+
+
+def check_stopped(cwd: Path, proc: subprocess.CompletedProcess) -> tuple[list[str], int]:
+    """What is wrong with a sweep stopped by SIGTERM, and how many optimizer steps it trained
+    beyond its newest checkpoint. It ends with one line and 143, every run closed (the job
+    KILLED, tagged, the parent closed); a stop after its last job lets it end as usual."""
+    if proc.returncode == 0 and "0 failed" in proc.stdout:
+        return [], 0
+    lines = [line for line in proc.stderr.splitlines() if STOP_LINE.match(line)]
+    problems = []
+    if proc.returncode != 128 + signal.SIGTERM:
+        problems.append(f"exited with {proc.returncode}, not 143 ({last_line(proc.stderr)})")
+    if len(lines) != 1 or "Traceback" in proc.stderr:
+        problems.append(f"not one line and no traceback: {last_line(proc.stderr)}")
+    runs = all_runs(client_for(cwd))
+    running = [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    if running:
+        problems.append(f"runs left RUNNING by the stop: {running}")
+    parents = [r for r in runs if r.data.tags.get(names.ROLE_TAG) == names.ROLE_SWEEP]
+    if [(r.info.status, r.data.tags.get(names.STOPPED_TAG)) for r in parents] != [
+        ("KILLED", "SIGTERM")
+    ]:
+        problems.append(f"sweep parent runs: {[r.info.status for r in parents]}, not 1 KILLED")
+    steps_lost = 0
+    step = STOP_LINE.match(lines[0]).group(2) if len(lines) == 1 else None
+    jobs = [
+        r
+        for r in runs
+        if r.info.status == "KILLED" and r.data.tags.get(names.ROLE_TAG) == names.ROLE_JOB
+    ]
+    if step is not None and jobs:
+        (job,) = jobs
+        if job.data.tags.get(names.STOPPED_TAG) != f"SIGTERM at step {step}":
+            problems.append(f"stopped job's tag is {job.data.tags.get(names.STOPPED_TAG)!r}")
+        latest = Path(job.data.tags.get(names.CHECKPOINT_DIR_TAG, "-")) / "latest"
+        kept = int(latest.read_text().split("-")[1]) if latest.exists() else 0
+        steps_lost = int(step) - kept
+    return problems, steps_lost
+
+
 def inject(args: list[str], cwd: Path, fault: Fault, reference: dict[int, Histories]) -> Outcome:
-    """Kill a fresh sweep at ``fault``, resume it, check it."""
+    """Kill (or stop) a fresh sweep at ``fault``, resume it, check it."""
     start = time.perf_counter()
     killed = run_sweep(args, cwd, fault.spec)
-    if killed.returncode != -signal.SIGKILL:
+    problems, steps_lost = [], 0
+    if fault.signal == "TERM":
+        problems, steps_lost = check_stopped(cwd, killed)
+    elif killed.returncode != -signal.SIGKILL:
         problem = (
             f"not killed: the sweep exited with {killed.returncode} ({last_line(killed.stderr)})"
         )
@@ -232,9 +292,9 @@ def inject(args: list[str], cwd: Path, fault: Fault, reference: dict[int, Histor
     resumed = run_sweep([*args, "resume=true"], cwd)
     if resumed.returncode != 0:
         problem = f"resume=true failed ({resumed.returncode}): {last_line(resumed.stderr)}"
-        return Outcome(fault, [problem], len(reference), time.perf_counter() - start)
-    problems, lost = check(cwd, reference, resumed.stdout)
-    return Outcome(fault, problems, lost, time.perf_counter() - start)
+        return Outcome(fault, [*problems, problem], len(reference), time.perf_counter() - start)
+    found, lost = check(cwd, reference, resumed.stdout)
+    return Outcome(fault, problems + found, lost, time.perf_counter() - start, steps_lost)
 
 
 def reference_sweep(args: list[str], cwd: Path) -> tuple[dict[int, Histories], dict[str, int]]:
@@ -254,6 +314,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="picks the faults")
     parser.add_argument("--workdir", type=Path, help="keep every sweep here (default: a temp dir)")
     parser.add_argument("--jobs", type=int, default=1, help="faults run side by side")
+    parser.add_argument(
+        "--signals", default="KILL,TERM", help="KILL (the seeded points), TERM (each phase)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
@@ -261,7 +324,7 @@ def main() -> None:
         data = str(Path(args.data).resolve()) if Path(args.data).exists() else args.data
         sweep = sweep_args(data)
         reference, counts = reference_sweep(sweep, workdir / "reference")
-        faults = plan(counts, args.points, args.seed)
+        faults = plan(counts, args.points, args.seed, tuple(args.signals.split(",")))
         print(f"Fault points per phase in the reference sweep: {counts}")
         print(f"{len(faults)} faults from seed {args.seed} ({ENV}=PHASE:N[:DELAY_S]):", flush=True)
 
@@ -279,8 +342,12 @@ def main() -> None:
     print("Phases hit: " + ", ".join(f"{phase} {n}x" for phase, n in hit.items()))
     survived = sum(o.survived for o in outcomes)
     lost = sum(o.lost for o in outcomes)
-    print(f"{survived} of {len(outcomes)} faults survived, {lost} runs lost")
-    if survived < len(outcomes) or lost or not all(hit.values()):
+    steps_lost = sum(o.steps_lost for o in outcomes)
+    print(
+        f"{survived} of {len(outcomes)} faults survived, {lost} runs lost, "
+        f"{steps_lost} steps lost on SIGTERM"
+    )
+    if survived < len(outcomes) or lost or steps_lost or not all(hit.values()):
         raise SystemExit(1)
 
 

@@ -37,6 +37,10 @@ class TrainingDiverged(UserError):
     pass
 
 
+class NotRequeued(UserError):
+    """A cluster job stopped for a time limit or preemption that submitit could not requeue."""
+
+
 class DiskFull(UserError):
     """A write failed for lack of space; what was written before it is kept."""
 

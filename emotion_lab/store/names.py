@@ -32,6 +32,8 @@ RESUME_COUNT_TAG = "resume_count"
 PRUNED_TAG = "pruned_at_epoch"
 # Why a run ended FAILED or KILLED, in one line.
 ERROR_TAG = "error"
+# Which signal stopped a KILLED job, at which optimizer step ("SIGTERM at step 1092").
+STOPPED_TAG = "emotion_lab.stopped_by"
 # A running job's last sign of life (UTC, ISO 8601), refreshed with its metric writes at most
 # every HEARTBEAT_EVERY_S. A RUNNING run silent for STALE_AFTER_S was probably killed.
 HEARTBEAT_TAG = "emotion_lab.heartbeat"

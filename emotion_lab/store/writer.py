@@ -31,6 +31,7 @@ from mlflow.utils.time import get_current_time_millis
 from emotion_lab.config import TrackingConfig
 from emotion_lab.errors import TrackingOutage, one_line
 from emotion_lab.redaction import redact, redact_tree
+from emotion_lab.stopping import Stopped, deferred
 from emotion_lab.storage import write_text_atomically
 from emotion_lab.store import names, server
 from emotion_lab.store.connection import store_lock
@@ -103,6 +104,11 @@ class RunLogger:
             self._pending.append((fresh, []))
             self._send(wait=False)
         self.heartbeat()
+
+    @property
+    def answering(self) -> bool:
+        """Whether the server answered the last write (always, for a local store)."""
+        return self._down_since is None
 
     def heartbeat(self, force: bool = False) -> None:
         """Record that the job is alive, at most every ``HEARTBEAT_EVERY_S`` unless ``force``."""
@@ -185,11 +191,13 @@ class RunLogger:
         log.info("Sending %d writes that the stopped run could not send.", len(restored))
         self._send(wait=False)
 
-    def end(self, status: int, error: str | None) -> None:
+    def end(self, status: int, error: str | None, wait: bool = True) -> None:
         """Close the run: buffered writes sent, the error tag set, the status recorded.
 
         A job stopped by an outage, or failing while the server is away, does not wait for it:
         its run stays RUNNING and the unsent writes stay in the spool, for ``resume=true``.
+        Without ``wait`` (a job stopped by a signal, which has seconds before SIGKILL) nothing
+        waits either: one try, and what the server does not take is spooled.
         """
         last = self._drained(stop=True)
         if not self.run_id or self.stopped:
@@ -198,16 +206,19 @@ class RunLogger:
             self._pending.append((last, []))
         if error is not None:
             self._pending.append(([], [RunTag(names.ERROR_TAG, redact(error)[:5000])]))
+        if not wait or (error is not None and self._down_since is not None):
+            # One retry if due, never a wait: the job's own error is what the user sees.
+            with contextlib.suppress(TrackingOutage):
+                self._send(wait=False)
             if self._down_since is not None:
-                # One retry if due, never a wait: the job's own error is what the user sees.
-                with contextlib.suppress(TrackingOutage):
-                    self._send(wait=False)
-                if self._down_since is not None:
-                    self._keep_pending()
-                    return
+                self._keep_pending()
+                return
         assert self._client is not None
         terminate = partial(self._client.set_terminated, self.run_id, RunStatus.to_string(status))
-        self._deliver(terminate)
+        if wait:
+            self._deliver(terminate)
+        elif not self._attempt(terminate):
+            self._keep_pending()
 
     # Delivery.
 
@@ -405,7 +416,7 @@ def tracked_run(  # noqa: PLR0913 - what a new run is created with, and the run 
                 client.delete_tag(run.info.run_id, names.ERROR_TAG)
             logged = _logged_steps(resume)
     logger = RunLogger(run.info.run_id, logged, tracking.max_outage_s)
-    status, error = RunStatus.FAILED, None
+    status, error, wait = RunStatus.FAILED, None, True
     try:
         logger.heartbeat(force=True)
         # A resumed run keeps its params (MLflow forbids changing them); a run killed before
@@ -416,6 +427,11 @@ def tracked_run(  # noqa: PLR0913 - what a new run is created with, and the run 
             logger.params(missing)
         yield logger
         status = RunStatus.FINISHED
+    except Stopped as stop:
+        # A signal: the checkpoint at its step is written; close without waiting (stopping.py).
+        status, wait, stop.run_id = RunStatus.KILLED, False, logger.run_id
+        logger.tags({names.STOPPED_TAG: stop.tag()})
+        raise
     except KeyboardInterrupt:
         status, error = RunStatus.KILLED, "interrupted"
         raise
@@ -423,7 +439,17 @@ def tracked_run(  # noqa: PLR0913 - what a new run is created with, and the run 
         error = f"{type(e).__name__}: {one_line(e)}"
         raise
     finally:
-        logger.end(status, error)
+        with deferred():
+            logger.end(status, error, wait)
+
+
+def fail_run(run_id: str, error: str) -> None:
+    """Mark a closed run FAILED with the reason in its error tag: a job that was stopped and
+    cannot go on by itself (a cluster job not requeued)."""
+    client = MlflowClient()
+    with store_lock():
+        client.set_tag(run_id, names.ERROR_TAG, redact(error)[:5000])
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
 
 def find_sweep_run(experiment_id: str, sweep_key: str) -> Run | None:
@@ -474,10 +500,19 @@ def end_sweep_run(
     failed: bool,
     summary_md: str,
     max_outage_s: float = TrackingConfig.max_outage_s,
+    stopped_by: str | None = None,
 ) -> None:
     """Close a sweep's parent run with its summary; through a server outage as a job's writes
     go (``RunLogger``): past ``max_outage_s`` it raises ``TrackingOutage`` and the run stays
-    RUNNING, for ``resume=true`` to reopen and close."""
+    RUNNING, for ``resume=true`` to reopen and close. A sweep stopped by a signal
+    (``stopped_by``) ends KILLED and waits for nothing: the summary is logged if the server
+    answers."""
     logger = RunLogger(run_id, max_outage_s=max_outage_s)
+    if stopped_by is not None:
+        logger.tags({names.STOPPED_TAG: stopped_by})
+        if logger.answering:
+            logger.text(summary_md, names.SWEEP_SUMMARY_ARTIFACT)
+        logger.end(RunStatus.KILLED, None, wait=False)
+        return
     logger.text(summary_md, names.SWEEP_SUMMARY_ARTIFACT)
     logger.end(RunStatus.FAILED if failed else RunStatus.FINISHED, None)

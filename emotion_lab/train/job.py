@@ -29,6 +29,7 @@ from mlflow.entities import Run
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from emotion_lab import stopping
 from emotion_lab.config import Config, TrainerConfig
 from emotion_lab.data import (
     LabeledSplits,
@@ -131,6 +132,7 @@ def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> di
     check_job(cfg)
     watch = Stopwatch()
     accelerator = make_accelerator(cfg.trainer)
+    stopping.prepare(accelerator)
     data, bad_input = _data_or_error(cfg, accelerator, job)
     key = job_key(resolved)
     experiment_id, previous = _open_store(cfg, accelerator, key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from pathlib import Path
 
 import psutil
 from omegaconf import OmegaConf
@@ -69,3 +70,21 @@ def export_submitit_distributed_env() -> None:
     if JobEnvironment().num_tasks > 1:
         # Each task sees the node's GPUs and Accelerate takes the one of its local rank.
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+# In a submitit job's output dir: the id of the submitit job that ran there.
+SUBMITIT_JOB_FILE = "submitit_job_id"
+
+
+def requeued(output_dir: Path) -> bool:
+    """Inside a submitit job: whether an earlier attempt of this very job ran, which submitit
+    (preemption, time limit) or SLURM (``--requeue``) requeued. A requeued job keeps its job id
+    and its overrides, so it reruns in the same output dir, where each attempt notes the id."""
+    from submitit import JobEnvironment
+
+    job_id = JobEnvironment().job_id
+    path = output_dir / SUBMITIT_JOB_FILE
+    earlier = path.read_text().strip() if path.exists() else None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(job_id)
+    return earlier == job_id

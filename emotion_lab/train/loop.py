@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from emotion_lab.config import TrainerConfig
 from emotion_lab.errors import TrainingDiverged
 from emotion_lab.faults import fault_point
+from emotion_lab.stopping import Stopped, deferred, requested
 from emotion_lab.store.names import VAL_LOSS
 from emotion_lab.train.checkpoint import Checkpointer
 from emotion_lab.train.metrics import evaluate_logits
@@ -134,18 +135,26 @@ def fit(
     ckpt: Checkpointer,
 ) -> None:
     """Train until the last epoch or an early stop; the model then holds the best epoch's
-    weights."""
+    weights.
+
+    A stop signal (emotion_lab.stopping) waits for the end of the current optimizer step, or of
+    the epoch's validation, then the job stops with a checkpoint at that step.
+    """
     loop = Loop(accelerator, training, cfg, log_metrics, ckpt, BestWeights(accelerator, ckpt))
-    while not loop.state.finished:
-        record = train_epoch(loop)
-        end_epoch(loop, record)
-        if loop.state.finished:
-            # Training is over: the optimizer's moments (twice the weights) are neither written
-            # to the last checkpoint nor kept through testing, where they would set the peak.
-            training.optimizer.state.clear()
-        ckpt.save()
-        if training.after_epoch is not None:
-            training.after_epoch(loop.state)
+    with deferred():
+        while not loop.state.finished:
+            record = train_epoch(loop)
+            end_epoch(loop, record)
+            if loop.state.finished:
+                # Training is over: the optimizer's moments (twice the weights) are neither
+                # written to the last checkpoint nor kept through testing, where they would
+                # set the peak.
+                training.optimizer.state.clear()
+            ckpt.save()
+            if stop := requested(accelerator, ckpt.state.step):
+                raise _stopped(stop, ckpt)
+            if training.after_epoch is not None:
+                training.after_epoch(loop.state)
     loop.best.restore(training.model)
 
 
@@ -254,9 +263,12 @@ def train_epoch(loop: Loop) -> dict[str, float]:
             )
             bar.set_postfix(loss=f"{train_loss:.4f}")
         fault_point("train_step")
-        if loop.ckpt.step_due():
+        stop = requested(accelerator, state.step)
+        if loop.ckpt.step_due() or stop:
             with meter.paused():
                 loop.ckpt.save()
+            if stop:
+                raise _stopped(stop, loop.ckpt)
     record = {"epoch": state.epoch, **meter.close()}
     _check_finite(record["epoch_train_loss"], state.step, scheduler)
     return record
@@ -293,6 +305,12 @@ def end_epoch(loop: Loop, record: dict[str, float]) -> None:
     # The last epoch's weights, if the best, stay in the model and its last checkpoint.
     if improved and not state.finished:
         loop.best.keep(training.model)
+
+
+def _stopped(signum: int, ckpt: Checkpointer) -> Stopped:
+    """The stop, raised once the checkpoint at its step is written."""
+    why = "" if ckpt.enabled else "trainer.checkpointing=false"
+    return Stopped(signum, ckpt.state.step, saved=ckpt.enabled, why=why)
 
 
 def best_epoch_record(state: TrainState) -> dict[str, float]:

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from emotion_lab import stopping
 from emotion_lab.config import TrackingConfig
 from emotion_lab.errors import UserError
 from emotion_lab.faults import fault_point
@@ -265,27 +267,26 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         info: dict[str, Any] = {"sweep_id": sweep_dir.name}
         fault_point("sweep_start")
-        if previous is None:
-            info["parent_run_id"] = create_sweep_run(
-                experiment_id,
-                info["sweep_id"],
-                {names.SWEEP_DIR_TAG: str(sweep_dir.resolve()), names.SWEEP_KEY_TAG: key},
-            )
-        else:
-            reopen_sweep_run(previous)
-            info["sweep_id"] = previous.data.tags[names.SWEEP_TAG]
-            info["parent_run_id"] = previous.info.run_id
-        fault_point("sweep_start")
-        from emotion_lab.train.records import sweep_records
-
-        sweep_records(info["parent_run_id"], previous)
-        info["experiment_id"] = experiment_id
-        info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
-        # Other ranks and job processes read it while it is written.
-        write_text_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
-        self.parent_run_id = info["parent_run_id"]
-        self.max_outage_s = tracking_cfg.max_outage_s
-        atexit.register(self._close_abandoned, sweep_dir)
+        # A stop signal waits until the parent run exists and is closed at exit.
+        with stopping.deferred():
+            if previous is None:
+                info["parent_run_id"] = create_sweep_run(
+                    experiment_id,
+                    info["sweep_id"],
+                    {names.SWEEP_DIR_TAG: str(sweep_dir.resolve()), names.SWEEP_KEY_TAG: key},
+                )
+            else:
+                reopen_sweep_run(previous)
+                info["sweep_id"] = previous.data.tags[names.SWEEP_TAG]
+                info["parent_run_id"] = previous.info.run_id
+            self.parent_run_id = info["parent_run_id"]
+            self.max_outage_s = tracking_cfg.max_outage_s
+            atexit.register(self._close_abandoned, sweep_dir)
+            fault_point("sweep_start")
+            info["experiment_id"] = experiment_id
+            info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
+            # Other ranks and job processes read it while it is written.
+            write_text_atomically(sweep_dir / SWEEP_FILE, json.dumps(info, indent=2))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Hydra has just saved the composed configs (the job's under its output_subdir, the
@@ -312,25 +313,33 @@ class SweepCallback(Callback):
         """Hydra skips on_multirun_end when the process exits mid-sweep (a cluster job killed at
         its time limit, a search where no trial finished, a distributed sweep stopped at a failed
         job): don't leave the parent running."""
+        stopping.exiting()  # a signal now (the launcher stopping the ranks) waits for this
         if self.parent_run_id is None:
             return
         table = summary_table(collect_results(sweep_dir))
+        signum = stopping.received()
+        stopped_by = None if signum is None else signal.Signals(signum).name
         note = "The sweep stopped before its end: see the error it printed."
+        if stopped_by is not None:
+            note = f"The sweep was stopped by {stopped_by}: rerun it with resume=true."
         with contextlib.suppress(UserError):  # the error already printed is the one that counts
-            self._close_parent(True, f"{note}\n\n{table}\n")
+            self._close_parent(True, f"{note}\n\n{table}\n", stopped_by)
 
-    def _close_parent(self, failed: bool, summary: str) -> None:
+    def _close_parent(self, failed: bool, summary: str, stopped_by: str | None = None) -> None:
         """Close the parent run, waiting out a server outage as jobs do; past the limit it stays
         RUNNING (``TrackingOutage``) and ``resume=true`` on the same command closes it."""
         from emotion_lab.store.writer import end_sweep_run
 
         assert self.parent_run_id is not None and self.max_outage_s is not None
         run_id, self.parent_run_id = self.parent_run_id, None
-        end_sweep_run(run_id, failed, summary, self.max_outage_s)
+        with stopping.deferred():
+            end_sweep_run(run_id, failed, summary, self.max_outage_s, stopped_by)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from emotion_lab.store.connection import ui_address
 
+        # Every job has ended: a stop signal from now on lets the sweep close its books.
+        stopping.exiting()
         if not is_main_launch_process():
             return
         fault_point("sweep_end")

@@ -20,11 +20,12 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from emotion_lab.errors import TrackingError, TrackingOutage
 from emotion_lab.store import names, server
-from emotion_lab.store.writer import RunLogger, end_sweep_run
+from emotion_lab.store.writer import PENDING_FILE, RunLogger, end_sweep_run
 from tests.conftest import SMALL_DATA, free_port, one_error_line, run_cli
 
 TINY = ["model=tiny_gpt2", "init=scratch", "trainer.mixed_precision=no", *SMALL_DATA]
@@ -267,6 +268,25 @@ def test_a_server_that_cuts_replies_short_past_the_limit_stops_the_write(
     behind_cut_short_proxy.to_cut = 1000
     with pytest.raises(TrackingOutage, match="has not answered for"):
         RunLogger(run_id, max_outage_s=0.5).text("text", "note.txt")
+    assert MlflowClient(team_server.uri).get_run(run_id).info.status == "RUNNING"
+
+
+def test_a_run_stopped_by_a_signal_spools_its_writes_instead_of_waiting_for_the_server(
+    team_server: AuthServer, behind_cut_short_proxy: CutShortProxy, tmp_path: Path
+):
+    """A job stopped by SIGTERM has seconds before SIGKILL: with the server cutting every reply,
+    its close tries once and keeps the unsent writes in the spool, well within max_outage_s."""
+    run_id = _new_run(team_server.uri, "stopped-in-an-outage")
+    behind_cut_short_proxy.to_cut = 1000
+    logger = RunLogger(run_id, max_outage_s=600)
+    spool = tmp_path / PENDING_FILE
+    logger.spool_to(spool)
+    logger.metrics({"train_loss": 1.5}, step=7)  # buffered: the server does not answer
+    logger.tags({names.STOPPED_TAG: "SIGTERM at step 7"})
+    logger.end(RunStatus.KILLED, None, wait=False)
+    batches = json.loads(spool.read_text())
+    assert [m[0::3] for b in batches for m in b["metrics"]] == [["train_loss", 7]]
+    assert [names.STOPPED_TAG, "SIGTERM at step 7"] in [t for b in batches for t in b["tags"]]
     assert MlflowClient(team_server.uri).get_run(run_id).info.status == "RUNNING"
 
 

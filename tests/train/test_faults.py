@@ -1,5 +1,6 @@
-"""A 2-job sweep SIGKILLed at a few fixed moments finishes with resume=true exactly as if it
-had never been killed. `nox -s faults` runs the full seeded matrix (benchmarks/faults.py)."""
+"""A 2-job sweep SIGKILLed at a few fixed moments, or stopped by SIGTERM, finishes with
+resume=true exactly as if it had never been killed. `nox -s faults` runs the full seeded
+matrix (benchmarks/faults.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ FAULTS = [
     Fault("model_artifact", 2),
     # Job 0 is done, job 1 not started: the resumed sweep creates it under the old parent.
     Fault("between_jobs", 1),
+    # SIGTERM during job 0's step 5: checkpointed at step 5 (the periodic ones are at 3 and 6),
+    # the job and the parent closed KILLED, one line printed.
+    Fault("train_step", 5, signal="TERM"),
 ]
 
 
@@ -35,3 +39,4 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(
     outcome = inject(sweep_args(str(EMOTION)), tmp_path, fault, histories)
     assert outcome.problems == []
     assert outcome.lost == 0
+    assert outcome.steps_lost == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmarks.faults import histories
+from benchmarks.faults import Histories, histories
 from emotion_lab.faults import ENV
 from tests.conftest import EMOTION, run_cli, sweep_runs, tracking_uri
 
@@ -43,14 +43,34 @@ def _killed_at(cwd: Path, fault: str, *extra: str) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
 
-@pytest.mark.slow
-def test_killed_and_resumed_job_logs_exactly_the_uninterrupted_numbers(tmp_path: Path):
-    reference, job = tmp_path / "reference", tmp_path / "job"
-    reference.mkdir()
-    job.mkdir()
-    done = run_cli(ARGS, reference)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Histories:
+    """Every metric history of the uninterrupted job."""
+    cwd = tmp_path_factory.mktemp("reference")
+    done = run_cli(ARGS, cwd)
     assert done.returncode == 0, done.stderr[-2000:]
-    (expected,) = sweep_runs(reference)[1]
+    (expected,) = sweep_runs(cwd)[1]
+    return histories(MlflowClient(tracking_uri(cwd)), expected)
+
+
+def _assert_same_numbers(job: Path, reference: Histories) -> None:
+    """The job's one run FINISHED, every logged value equal to the uninterrupted run's."""
+    (run,) = sweep_runs(job)[1]
+    assert run.info.status == "FINISHED"
+    got = histories(MlflowClient(tracking_uri(job)), run)
+    assert [step for step, _ in got["train_loss"]] == list(range(3, STEPS + 1, 3))
+    assert got.keys() == reference.keys()
+    for key in sorted(reference):  # every logged value, bit for bit: train, validation, test
+        assert got[key] == reference[key], key
+    assert not list(job.glob("outputs/checkpoints/*"))  # cleaned up once finished
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_job_logs_exactly_the_uninterrupted_numbers(
+    reference: Histories, tmp_path: Path
+):
+    job = tmp_path / "job"
+    job.mkdir()
 
     # Killed at step 17 of epoch 1: the resume starts from the mid-epoch checkpoint of step 14.
     _killed_at(job, "train_step:17")
@@ -67,16 +87,36 @@ def test_killed_and_resumed_job_logs_exactly_the_uninterrupted_numbers(tmp_path:
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (run,) = sweep_runs(job)[1]  # the same run, not a second one
     assert run.info.run_id == killed.info.run_id
-    assert run.info.status == "FINISHED"
     assert run.data.tags["resume_count"] == "2"
+    _assert_same_numbers(job, reference)
 
-    got = histories(MlflowClient(tracking_uri(job)), run)
-    want = histories(MlflowClient(tracking_uri(reference)), expected)
-    assert [step for step, _ in got["train_loss"]] == list(range(3, STEPS + 1, 3))
-    assert got.keys() == want.keys()
-    for key in sorted(want):  # every logged value, bit for bit: train, validation, test
-        assert got[key] == want[key], key
-    assert not list(job.glob("outputs/checkpoints/*"))  # cleaned up once finished
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_stops_at_that_step_and_resumes_to_the_same_numbers(
+    reference: Histories, tmp_path: Path
+):
+    # SIGTERM during step 17: that step is finished and checkpointed (the last periodic
+    # checkpoint was at step 14), the run closed KILLED, one line printed.
+    os.environ[ENV] = "train_step:17:TERM"
+    try:
+        stopped = run_cli(ARGS, tmp_path)
+    finally:
+        del os.environ[ENV]
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    said = [line for line in stopped.stderr.splitlines() if "stopped by" in line]
+    line = "emotion_lab: stopped by SIGTERM at step 17 (checkpoint kept): rerun with resume=true"
+    assert said == [line]
+    assert "Traceback" not in stopped.stderr
+    (run,) = sweep_runs(tmp_path)[1]
+    assert run.info.status == "KILLED"
+    assert run.data.tags["emotion_lab.stopped_by"] == "SIGTERM at step 17"
+    latest = next(tmp_path.glob("outputs/checkpoints/*/latest")).read_text()
+    assert latest == "step-00000017-epoch-1-batch-17"
+
+    resumed = run_cli([*ARGS, "resume=true"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert sweep_runs(tmp_path)[1][0].info.run_id == run.info.run_id
+    _assert_same_numbers(tmp_path, reference)
 
 
 @pytest.mark.slow

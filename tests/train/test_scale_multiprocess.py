@@ -21,8 +21,10 @@ from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForSequenceClassification
 
+from benchmarks.faults import histories
 from emotion_lab.config import DataConfig, TrainerConfig
 from emotion_lab.data import load_splits, make_loaders, tokenize_splits
+from emotion_lab.faults import ENV
 from emotion_lab.modeling import load_tokenizer
 from emotion_lab.train.job import make_accelerator
 from emotion_lab.train.loop import predict
@@ -46,13 +48,15 @@ DATA = [
 ]
 
 
-def accelerate_launch(args: list[str], cwd: Path, processes: int) -> subprocess.CompletedProcess:
+def accelerate_launch(
+    args: list[str], cwd: Path, processes: int, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``accelerate launch --multi_gpu --num_processes N -m emotion_lab ...``; with
     ``trainer.cpu=true`` and no GPU, Accelerate runs the processes on CPU over gloo."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
     launch += ["--num_processes", str(processes), "--num_machines", "1", "--main_process_port"]
     launch += ["0", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "emotion_lab"]
-    return run_process([*launch, *args], cwd)[1]
+    return run_process([*launch, *args], cwd, env=env)[1]
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +191,48 @@ def test_a_failed_job_stops_a_distributed_sweep(tmp_path: Path, tiny_checkpoint:
     (job,) = [r for r in runs if r.data.tags["emotion_lab.role"] == "job"]
     assert job.info.status == "FAILED" and job.data.params["data.path"] == "/no/such"
     assert parent.info.status == "FAILED"  # closed on exit, though the sweep never ended
+
+
+def test_sigterm_stops_both_ranks_at_one_step_and_resume_logs_the_same_numbers(
+    sweep: Path, tiny_checkpoint: Path, tmp_path: Path
+):
+    """SIGTERM to the launcher, which passes it on to both ranks: they agree on one step, write
+    one checkpoint at it (each rank's random state in it), and a resume logs what the
+    uninterrupted job of the sweep above logged."""
+    args = ["lr=1e-3", f"model.name_or_path={tiny_checkpoint}", *DATA]
+    stopped = accelerate_launch(args, tmp_path, 2, env={ENV: "train_step:1:TERM@parent"})
+    assert stopped.returncode != 0
+    said = [line for line in stopped.stderr.splitlines() if "stopped by" in line]
+    assert len(said) == 1, stopped.stderr[-3000:]  # rank 0's
+    step = re.fullmatch(
+        r"emotion_lab: stopped by SIGTERM at step (\d) \(checkpoint kept\): rerun with resume=true",
+        said[0],
+    )
+    assert step is not None, said
+    # The launcher prints its own traceback for the signal it got; none comes from the job.
+    assert "emotion_lab/" not in stopped.stderr.split("Traceback", 1)[-1]
+    (run,) = _job_runs(tmp_path)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["emotion_lab.stopped_by"] == f"SIGTERM at step {step[1]}"
+    (folder,) = tmp_path.glob("outputs/checkpoints/*")
+    latest = folder / (folder / "latest").read_text()
+    assert latest.name.startswith(f"step-0000000{step[1]}-epoch-1-")
+    assert {p.name for p in latest.glob("random_states_*")} == {
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    }
+
+    resumed = accelerate_launch([*args, "resume=true"], tmp_path, 2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (run,) = _job_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    reference = next(
+        r
+        for r in _job_runs(sweep)
+        if r.data.tags["emotion_lab.role"] == "job" and float(r.data.params["lr"]) == 1e-3
+    )
+    got = histories(MlflowClient(tracking_uri(tmp_path)), run)
+    want = histories(MlflowClient(tracking_uri(sweep)), reference)
+    assert got.keys() == want.keys()
+    for key in sorted(want):
+        assert got[key] == want[key], key

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
 
+from benchmarks.faults import histories
+from emotion_lab.faults import ENV
 from tests.conftest import SMALL_DATA, run_process, sweep_runs, tracking_uri
+from tests.processes import Finished
 
 # End-to-end runs of the CLI: minutes on two cores.
 pytestmark = pytest.mark.slow
@@ -22,14 +26,26 @@ LAUNCHER = ["hydra/launcher=slurm_local", "model=tiny_gpt2", "init=scratch"]
 PRECISION = ["trainer.mixed_precision=no", "trainer.cpu=true"]
 
 
-def launch_sweep(args: list[str], cwd: Path) -> tuple[int, subprocess.CompletedProcess]:
+def launch_sweep(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, subprocess.CompletedProcess]:
     """``python -m emotion_lab -m ...``; returns the launching process's pid too."""
     cmd = [sys.executable, "-m", "emotion_lab", "-m", *LAUNCHER, *PRECISION, *SMALL_DATA, *args]
-    return run_process(cmd, cwd)
+    return run_process(cmd, cwd, env=env)
 
 
-def test_each_job_runs_in_its_own_process_and_reports_to_the_sweep(tmp_path: Path):
-    launcher_pid, proc = launch_sweep(["lr=1e-3,3e-3"], tmp_path)
+@pytest.fixture(scope="module")
+def two_jobs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Finished]:
+    """A sweep of two uninterrupted jobs: its folder, the launching process's pid, its result."""
+    cwd = tmp_path_factory.mktemp("two-jobs")
+    launcher_pid, proc = launch_sweep(["lr=1e-3,3e-3"], cwd)
+    return cwd, launcher_pid, proc
+
+
+def test_each_job_runs_in_its_own_process_and_reports_to_the_sweep(
+    two_jobs: tuple[Path, int, Finished],
+):
+    tmp_path, launcher_pid, proc = two_jobs
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 finished, 0 failed" in proc.stdout
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
@@ -85,17 +101,47 @@ def test_tasks_per_node_trains_one_job_on_several_processes(tmp_path: Path):
     assert len(list(sweep_dir.glob("*/result.json"))) == 1
 
 
-def test_a_job_killed_at_its_time_limit_fails_the_sweep_run(tmp_path: Path):
-    # timeout_min=0: submitit kills the job at once, as SLURM does at the time limit.
-    _, proc = launch_sweep(["hydra.launcher.timeout_min=0"], tmp_path)
-    assert proc.returncode != 0
-    assert "UncompletedJobError" in proc.stderr
-    parents, jobs = sweep_runs(tmp_path)
-    assert len(parents) == 1 and parents[0].info.status == "FAILED"
-    assert all(r.info.status != "RUNNING" for r in jobs)
-    summary = download_artifacts(
-        run_id=parents[0].info.run_id,
-        artifact_path="sweep_summary.md",
-        tracking_uri=tracking_uri(tmp_path),
+def test_a_preempted_job_is_requeued_and_finishes_its_run(
+    two_jobs: tuple[Path, int, Finished], tmp_path: Path
+):
+    """Submitit's preemption signal (USR2, as SLURM sends before a time limit or a preemption)
+    at step 4 of 6: the job checkpoints that step, submitit requeues it, and the requeued job
+    reopens its own run, by itself, and ends it with the uninterrupted job's numbers."""
+    _, proc = launch_sweep(["lr=1e-3"], tmp_path, env={ENV: "train_step:4:USR2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 finished, 0 failed" in proc.stdout
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
+    (log,) = sweep_dir.glob(".submitit/*/*_0_log.out")
+    assert "Requeued job" in log.read_text()
+    (parent,), (run,) = sweep_runs(tmp_path)
+    assert parent.info.status == run.info.status == "FINISHED"
+    assert run.data.tags["resume_count"] == "1"
+    assert run.data.tags["emotion_lab.stopped_by"] == "SIGUSR2 at step 4"
+
+    reference = next(r for r in sweep_runs(two_jobs[0])[1] if float(r.data.params["lr"]) == 1e-3)
+    got = histories(MlflowClient(tracking_uri(tmp_path)), run)
+    want = histories(MlflowClient(tracking_uri(two_jobs[0])), reference)
+    assert got.keys() == want.keys()
+    for key in sorted(want):
+        assert got[key] == want[key], key
+
+
+def test_a_job_out_of_requeues_fails_in_one_line(tmp_path: Path):
+    # timeout_min=1: submitit counts the signal as the time limit's; max_num_timeout=0: no
+    # requeue for a time limit, so the job stops, keeps its checkpoint and fails.
+    args = ["hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=0"]
+    _, proc = launch_sweep(args, tmp_path, env={ENV: "train_step:2:USR2"})
+    assert proc.returncode == 1
+    assert "0 finished, 1 failed" in proc.stdout
+    parents, (run,) = sweep_runs(tmp_path)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert run.info.status == "FAILED"
+    line = (
+        "stopped by SIGUSR2 at step 2 and not requeued: timed-out too many times "
+        "(hydra.launcher.max_num_timeout=0); the checkpoint is kept: rerun with resume=true"
     )
-    assert "The sweep stopped before its end" in Path(summary).read_text()
+    assert run.data.tags["error"] == line
+    assert line in proc.stdout  # the sweep's summary
+    assert (
+        next(tmp_path.glob("outputs/checkpoints/*/latest")).read_text().startswith("step-00000002-")
+    )
