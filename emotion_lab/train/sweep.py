@@ -283,6 +283,9 @@ class SweepCallback(Callback):
             self.max_outage_s = tracking_cfg.max_outage_s
             atexit.register(self._close_abandoned, sweep_dir)
             fault_point("sweep_start")
+            from emotion_lab.train.records import sweep_records
+
+            sweep_records(info["parent_run_id"], previous)
             info["experiment_id"] = experiment_id
             info["tracking_uri"] = redact(resolve_uri(tracking_cfg.uri))
             # Other ranks and job processes read it while it is written.
