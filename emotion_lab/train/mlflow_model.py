@@ -132,16 +132,17 @@ def log_logged_model(logger: RunLogger, folder: Path, metrics: dict[str, float],
         for key, value in metrics.items():
             if not key.startswith(("test_", names.BEST_PREFIX)):
                 continue
-            # The run holds the value already: with its timestamp, MLflow links it to the model
-            # without a second point in the run's history.
-            logged = [
-                m.timestamp
-                for m in client.get_metric_history(run_id, key)
-                if m.step == step and m.value == float(value)
-            ]
-            when = logged[-1] if logged else get_current_time_millis()
+            # The run holds the point already: with its value and timestamp, MLflow links it to
+            # the model without a second point in the run's history. A resumed job's point at
+            # this step is the first attempt's (a timing differs between attempts): link that one.
+            held = [m for m in client.get_metric_history(run_id, key) if m.step == step]
+            point, when = (
+                (held[-1].value, held[-1].timestamp)
+                if held
+                else (float(value), get_current_time_millis())
+            )
             dataset = (test_name, test_digest) if key.startswith("test_") else (None, None)
-            linked.append(Metric(key, float(value), when, step, model_id, *dataset))
+            linked.append(Metric(key, point, when, step, model_id, *dataset))
         client.log_batch(run_id, metrics=linked, synchronous=True)
 
     logger.write(upload)
