@@ -11,10 +11,15 @@ from tests.processes import REPO, run_process
 
 
 def test_reports_output_exit_code_and_the_child_peak_memory(tmp_path):
-    # The child holds 300 MB of touched memory; this process holds 800 MB more than the child
-    # ever does, which must not count as the child's (ru_maxrss would count it).
+    # The child holds 300 MB of touched memory for 0.3 s (the helper samples every 20 ms, so a
+    # child that exits as soon as it has allocated can end between two samples); this process
+    # holds 800 MB more than the child ever does, which must not count as the child's
+    # (ru_maxrss would count it).
     ballast = bytearray(800 * 2**20)
-    code = "import os,sys; b = bytearray(300 * 2**20); print(os.getcwd()); sys.exit(3)"
+    code = (
+        "import os,sys,time; b = bytearray(300 * 2**20); print(os.getcwd()); time.sleep(0.3); "
+        "sys.exit(3)"
+    )
     pid, done = run_process([sys.executable, "-c", code], tmp_path)
     del ballast
     assert pid > 0
