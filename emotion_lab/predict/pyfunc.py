@@ -45,5 +45,5 @@ with warnings.catch_warnings():
             probs = predict_proba(self.clf, texts, self.batch_size)
             return with_predictions(pd.DataFrame(index=frame.index), probs, self.clf.label_names)
 
-
-mlflow.models.set_model(EmotionClassifier())
+    # MLflow checks the hints when the model is made, too.
+    mlflow.models.set_model(EmotionClassifier())
