@@ -9,7 +9,6 @@ installed (``--env-manager local`` in the project's environment).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,33 +16,30 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-with warnings.catch_warnings():
-    # MLflow asks for type hints it can validate; a frame of texts is checked by the signature.
-    warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
 
-    class EmotionClassifier(PythonModel):
-        """Input: a frame with the run's text column (or its two columns of a pair). Output: the
-        predicted label, its probability and one ``prob_<label>`` column per class."""
+class EmotionClassifier(PythonModel):
+    """Input: a frame with the run's text column (or its two columns of a pair). Output: the
+    predicted label, its probability and one ``prob_<label>`` column per class."""
 
-        def load_context(self, context: Any) -> None:
-            from emotion_lab.predict.model import load_from_dir
+    def load_context(self, context: Any) -> None:
+        from emotion_lab.predict.model import load_from_dir
 
-            config = context.model_config or {}
-            # This file sits in the model's folder, beside the Hugging Face files.
-            self.clf = load_from_dir(
-                Path(__file__).resolve().parent, config.get("max_length"), config["text_columns"]
-            )
-            self.batch_size = int(config.get("batch_size", 64))
+        config = context.model_config or {}
+        # This file sits in the model's folder, beside the Hugging Face files.
+        self.clf = load_from_dir(
+            Path(__file__).resolve().parent, config.get("max_length"), config["text_columns"]
+        )
+        self.batch_size = int(config.get("batch_size", 64))
 
-        def predict(self, context, model_input, params=None):
-            # No type hints: MLflow would infer a signature from them over the logged one.
-            from emotion_lab.predict.model import predict_proba
-            from emotion_lab.predict.texts import texts_of, with_predictions
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        # A frame is a hint MLflow infers no signature from: the logged one stays in force.
+        from emotion_lab.predict.model import predict_proba
+        from emotion_lab.predict.texts import texts_of, with_predictions
 
-            frame = pd.DataFrame(model_input)
-            texts = texts_of(frame, self.clf.text_columns)
-            probs = predict_proba(self.clf, texts, self.batch_size)
-            return with_predictions(pd.DataFrame(index=frame.index), probs, self.clf.label_names)
+        frame = pd.DataFrame(model_input)
+        texts = texts_of(frame, self.clf.text_columns)
+        probs = predict_proba(self.clf, texts, self.batch_size)
+        return with_predictions(pd.DataFrame(index=frame.index), probs, self.clf.label_names)
 
-    # MLflow checks the hints when the model is made, too.
-    mlflow.models.set_model(EmotionClassifier())
+
+mlflow.models.set_model(EmotionClassifier())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -69,17 +68,14 @@ def add_mlflow_model(
     """Make ``folder`` (a ``save_pretrained`` folder) an MLflow pyfunc model as well."""
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "mlflow"
-        with warnings.catch_warnings():
-            # MLflow asks for type hints on predict; the logged signature says what it takes.
-            warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
-            mlflow.pyfunc.save_model(
-                path=str(target),
-                python_model=str(MODEL_CODE),
-                signature=signature(label_names, text_columns),
-                input_example=pd.DataFrame([example]),
-                pip_requirements=pip_requirements(),
-                model_config={"max_length": max_length, "text_columns": text_columns},
-            )
+        mlflow.pyfunc.save_model(
+            path=str(target),
+            python_model=str(MODEL_CODE),
+            signature=signature(label_names, text_columns),
+            input_example=pd.DataFrame([example]),
+            pip_requirements=pip_requirements(),
+            model_config={"max_length": max_length, "text_columns": text_columns},
+        )
         # MLflow records where the code came from; it loads the copy beside MLmodel by name.
         meta = Model.load(str(target))
         meta.flavors["python_function"]["model_code_path"] = MODEL_CODE.name
