@@ -8,6 +8,7 @@ products and of everything else.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -30,12 +31,12 @@ MATMUL = (
 )
 
 
-def main() -> None:
-    parser = arguments(__doc__.splitlines()[0], eval_samples=32)
-    parser.add_argument("--steps", type=int, default=8, help="profiled steps, after 3 warm-up")
-    args = parser.parse_args()
+def prepared(
+    args: argparse.Namespace, trainer: TrainerConfig
+) -> tuple[Accelerator, torch.nn.Module, torch.optim.Optimizer, torch.utils.data.DataLoader]:
+    """The CLI's own model (from scratch), optimizer, training loader and precision, prepared
+    by Accelerate on the CPU and in training mode."""
     model_cfg = ModelConfig(name_or_path=args.model)
-    trainer = TrainerConfig(cpu=True, batch_size=args.batch_size)
     tokenizer = load_tokenizer(model_cfg.tokenizer_name)
     data = DataConfig(path=args.data, max_train_samples=args.samples, max_eval_samples=32)
     splits = tokenize_splits(load_splits(data), tokenizer, model_cfg.max_length)
@@ -44,10 +45,19 @@ def main() -> None:
     reuse_embedding_grad(model)
     optimizer = build_optimizer(model, OptimizerConfig(), 5e-5)
     loader, *_ = make_loaders(splits, tokenizer, trainer, data, 0)
-    precision = resolve_precision(trainer)
-    accelerator = Accelerator(mixed_precision=precision, cpu=True)
+    accelerator = Accelerator(mixed_precision=resolve_precision(trainer), cpu=True)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     model.train()
+    return accelerator, model, optimizer, loader
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0], eval_samples=32)
+    parser.add_argument("--steps", type=int, default=8, help="profiled steps, after 3 warm-up")
+    args = parser.parse_args()
+    trainer = TrainerConfig(cpu=True, batch_size=args.batch_size)
+    accelerator, model, optimizer, loader = prepared(args, trainer)
+    precision = accelerator.mixed_precision
     batches = list(loader)[: 3 + args.steps]
 
     def step(batch: dict) -> None:
