@@ -411,11 +411,19 @@ def _cell(values: list[float], fmt: str) -> str:
     return f"{format(med, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
-def print_ratios(results: dict[str, list[dict[str, float]]], ceiling: float) -> dict[str, float]:
+Results = dict[str, list[dict[str, float]]]
+
+
+def median_of(results: Results, name: str, key: str) -> float:
+    """A variant's median of one figure over its repeats."""
+    return statistics.median(r[key] for r in results[name])
+
+
+def print_ratios(results: Results, ceiling: float) -> dict[str, float]:
     """The goals' ratios, medians against medians; returns them."""
 
     def med(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[name])
+        return median_of(results, name, key)
 
     a, b, c = "a_notebook", "b_trainer", "c_emotion_lab"
     ratios = {
@@ -479,7 +487,7 @@ def main() -> None:
     params, tokens, width = training_work(args)
     peaks = [matmul_peak(precision, device, width)]
     variants = [name for name in VARIANTS if not (args.skip_notebook and name == "a_notebook")]
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    results: Results = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name in variants:
             results[name].append(run_variant(name, args, argv))
@@ -521,7 +529,7 @@ def main() -> None:
     print(f"| matmul peak | {ceiling:.1f} | | | | | 100% |")
 
     def med(name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[name])
+        return median_of(results, name, key)
 
     c, b = "c_emotion_lab", "b_trainer"
     ratios = print_ratios(results, ceiling)
