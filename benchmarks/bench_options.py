@@ -23,7 +23,11 @@ VARIANTS: dict[str, list[str]] = {
     "mega-batches of 50 batches": ["trainer.length_group_factor=50"],
     "foreach optimizer": ["optimizer.implementation=foreach"],
     "for-loop optimizer": ["optimizer.implementation=for_loop"],
-    "dense embedding gradient": ["trainer.reuse_embedding_grad=false"],
+    "dropout masks from torch's bernoulli_": ["trainer.dropout_masks=bernoulli"],
+    "dropout masks from 32-bit words": ["trainer.dropout_masks=bits32"],
+    "dense embedding gradient": ["trainer.embedding_grad=dense"],
+    "reused embedding gradient, dense passes": ["trainer.embedding_grad=reused"],
+    "reused embedding gradient, touched rows": ["trainer.embedding_grad=rows"],
     "2 DataLoader workers": ["data.num_workers=2"],
     "torch.compile": ["trainer.compile=true"],
 }

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import torch
 from bench_train import arguments
-from profile_step import prepared
-
-from emotion_lab.config import TrainerConfig
+from profile_step import prepared, speed_arguments, trainer_config
 
 
 class Probe:
@@ -52,9 +50,10 @@ def main() -> None:
     parser = arguments(__doc__.splitlines()[0], eval_samples=32)
     parser.add_argument("--steps", type=int, default=300, help="steps timed, from the first")
     parser.add_argument("--window", type=int, default=50, help="steps a row of the table")
+    speed_arguments(parser)
     args = parser.parse_args()
-    trainer = TrainerConfig(cpu=True, batch_size=args.batch_size)
-    accelerator, model, optimizer, loader = prepared(args, trainer)
+    trainer = trainer_config(args)
+    accelerator, model, optimizer, loader, clip = prepared(args, trainer)
     precision = accelerator.mixed_precision
     probe = Probe()
     matmul_ms, adamw_ms = probe.ms()
@@ -75,7 +74,7 @@ def main() -> None:
         start = time.perf_counter()
         accelerator.backward(model(**batch).loss)
         backward = time.perf_counter()
-        accelerator.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
+        clip(model.parameters(), trainer.max_grad_norm)
         clipped = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

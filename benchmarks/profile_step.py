@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import torch
 from accelerate import Accelerator
@@ -19,9 +21,14 @@ from torch.profiler import ProfilerActivity, profile
 from emotion_lab.config import DataConfig, Init, ModelConfig, OptimizerConfig, TrainerConfig
 from emotion_lab.data import load_splits, make_loaders, tokenize_splits
 from emotion_lab.modeling import build_model, load_tokenizer
+from emotion_lab.train.dropout import use_bits_dropout
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.job import resolve_precision
 from emotion_lab.train.optim import build_optimizer
+from emotion_lab.train.speed import hardware_kind, resolve_speed
+
+# Clips the gradients to a norm, as the training loop does.
+Clip = Callable[[Iterable[torch.Tensor], float], torch.Tensor]
 
 MATMUL = (
     "aten::mm",
@@ -31,38 +38,63 @@ MATMUL = (
 )
 
 
+def speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training step's speed options, as the CLI's trainer.* keys take them."""
+    parser.add_argument("--dropout-masks", default="auto", help="trainer.dropout_masks")
+    parser.add_argument("--embedding-grad", default="auto", help="trainer.embedding_grad")
+
+
+def trainer_config(args: argparse.Namespace) -> TrainerConfig:
+    return TrainerConfig(
+        cpu=True,
+        batch_size=args.batch_size,
+        dropout_masks=args.dropout_masks,
+        embedding_grad=args.embedding_grad,
+    )
+
+
 def prepared(
     args: argparse.Namespace, trainer: TrainerConfig
-) -> tuple[Accelerator, torch.nn.Module, torch.optim.Optimizer, torch.utils.data.DataLoader]:
-    """The CLI's own model (from scratch), optimizer, training loader and precision, prepared
-    by Accelerate on the CPU and in training mode."""
+) -> tuple[Accelerator, torch.nn.Module, torch.optim.Optimizer, torch.utils.data.DataLoader, Clip]:
+    """The CLI's own model (from scratch), speed options, optimizer, training loader, precision
+    and gradient clipping, prepared by Accelerate on the CPU and in training mode."""
     model_cfg = ModelConfig(name_or_path=args.model)
     tokenizer = load_tokenizer(model_cfg.tokenizer_name)
     data = DataConfig(path=args.data, max_train_samples=args.samples, max_eval_samples=32)
     splits = tokenize_splits(load_splits(data), tokenizer, model_cfg.max_length)
     torch.manual_seed(0)
     model = build_model(model_cfg, Init.scratch, splits.label_names, tokenizer)
-    reuse_embedding_grad(model)
+    speed = resolve_speed(trainer, hardware_kind("cpu"), 1)
+    print(f"speed options: {speed.params()}")
+    if speed.dropout_masks == "bits32":
+        use_bits_dropout(model)
+    grad = None
+    if speed.embedding_grad != "dense":
+        grad = reuse_embedding_grad(model, rows_only=speed.embedding_grad == "rows")
     optimizer = build_optimizer(model, OptimizerConfig(), 5e-5)
     loader, *_ = make_loaders(splits, tokenizer, trainer, data, 0)
     accelerator = Accelerator(mixed_precision=resolve_precision(trainer), cpu=True)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     model.train()
-    return accelerator, model, optimizer, loader
+    clip: Clip = accelerator.clip_grad_norm_
+    if grad is not None and grad.rows_only:
+        clip = partial(grad.clip_grad_norm_, accelerator)
+    return accelerator, model, optimizer, loader, clip
 
 
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0], eval_samples=32)
     parser.add_argument("--steps", type=int, default=8, help="profiled steps, after 3 warm-up")
+    speed_arguments(parser)
     args = parser.parse_args()
-    trainer = TrainerConfig(cpu=True, batch_size=args.batch_size)
-    accelerator, model, optimizer, loader = prepared(args, trainer)
+    trainer = trainer_config(args)
+    accelerator, model, optimizer, loader, clip = prepared(args, trainer)
     precision = accelerator.mixed_precision
     batches = list(loader)[: 3 + args.steps]
 
     def step(batch: dict) -> None:
         accelerator.backward(model(**batch).loss)
-        accelerator.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
+        clip(model.parameters(), trainer.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

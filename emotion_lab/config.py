@@ -230,8 +230,12 @@ class TrainerConfig:
     """Sort by length within mega-batches of this many batches: more = less padding, less random."""
     compile: bool = False
     """torch.compile the model (dynamic shapes)."""
-    reuse_embedding_grad: bool = True
-    """One CPU process: the embedding gradient goes into one reused buffer, not a fresh one."""
+    dropout_masks: str = "auto"
+    """bernoulli (torch's), bits32 (the same masks drawn from 32-bit random words, 2x faster
+    on CPU) or auto (per CPU kind: emotion_lab/train/speed.py)."""
+    embedding_grad: str = "auto"
+    """One CPU process: dense (a fresh gradient each step), reused (one buffer), rows (one buffer,
+    zeroed, clipped and norm-summed over the rows a step touched) or auto (per CPU kind)."""
     cpu: bool = False
     """Train on the CPU even where a GPU is present."""
     checkpointing: bool = True
@@ -258,6 +262,12 @@ class TrainerConfig:
             f"one of {precisions}",
         )
         _require(self.monitor in MONITORS, "trainer.monitor", self.monitor, f"one of {MONITORS}")
+        for key, allowed in (
+            ("dropout_masks", ("auto", "bernoulli", "bits32")),
+            ("embedding_grad", ("auto", "dense", "reused", "rows")),
+        ):
+            value = getattr(self, key)
+            _require(value in allowed, f"trainer.{key}", value, f"one of {allowed}")
         _require(
             self.early_stopping_patience >= 0,
             "trainer.early_stopping_patience",

@@ -77,6 +77,8 @@ def test_bad_config_is_a_composition_error_naming_the_key(override: str, needle:
         ("optimizer.implementation=fast", "optimizer.implementation"),
         ("model.attn_implementation=flash", "model.attn_implementation"),
         ("trainer.length_group_factor=0", "trainer.length_group_factor"),
+        ("trainer.dropout_masks=fast", "trainer.dropout_masks"),
+        ("trainer.embedding_grad=sparse", "trainer.embedding_grad"),
     ],
 )
 def test_out_of_range_values_name_the_key(override: str, key: str):

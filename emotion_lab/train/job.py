@@ -17,6 +17,7 @@ import resource
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ from emotion_lab.store.writer import (
     tracked_run,
 )
 from emotion_lab.train.checkpoint import Checkpointer
+from emotion_lab.train.dropout import use_bits_dropout
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, TrainState, best_epoch_record, fit, predict
 from emotion_lab.train.metrics import evaluate_logits
@@ -64,6 +66,7 @@ from emotion_lab.train.mlflow_model import add_mlflow_model, example_input, log_
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.predictions import predictions_frame
 from emotion_lab.train.records import job_records, log_records
+from emotion_lab.train.speed import SpeedChoices, hardware_kind, resolve_speed
 from emotion_lab.train.system_metrics import follow_system_metrics
 from emotion_lab.train.timing import Stopwatch
 
@@ -121,6 +124,7 @@ class Prepared:
     test_loader: DataLoader
     splits: TokenizedSplits
     tokenizer: PreTrainedTokenizerBase
+    speed: SpeedChoices
 
 
 def run_experiment(cfg: Config, job: JobContext, resolved: dict[str, Any]) -> dict[str, float]:
@@ -262,13 +266,13 @@ def prepare(
     model = build_model(
         cfg.model, cfg.init, splits.label_names, tokenizer, cfg.model.attn_implementation
     )
-    if (
-        cfg.trainer.reuse_embedding_grad
-        and accelerator.device.type == "cpu"
-        and accelerator.num_processes == 1
-        and not cfg.trainer.compile
-    ):
-        reuse_embedding_grad(model)
+    kind = hardware_kind(accelerator.device.type)
+    speed = resolve_speed(cfg.trainer, kind, accelerator.num_processes)
+    if speed.dropout_masks == "bits32":
+        use_bits_dropout(model)
+    embedding_grad = None
+    if speed.embedding_grad != "dense":
+        embedding_grad = reuse_embedding_grad(model, rows_only=speed.embedding_grad == "rows")
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr)
     pad_to = 8 if accelerator.device.type == "cuda" else None
     train_loader, val_loader, test_loader = make_loaders(
@@ -286,8 +290,10 @@ def prepare(
         # dynamic: batches have as many lengths as the texts, one graph serves them all.
         model = torch.compile(model, dynamic=True)
     training = Training(model, optimizer, scheduler, train_loader, val_loader, splits.label_names)
+    if embedding_grad is not None and embedding_grad.rows_only:
+        training.clip_grad_norm_ = partial(embedding_grad.clip_grad_norm_, accelerator)
     watch.lap("model")
-    return Prepared(accelerator, training, test_loader, splits, tokenizer)
+    return Prepared(accelerator, training, test_loader, splits, tokenizer, speed)
 
 
 def _data_params(parts: Prepared) -> dict[str, Any]:
@@ -302,6 +308,7 @@ def _data_params(parts: Prepared) -> dict[str, Any]:
         "precision": accelerator.mixed_precision,
         "num_processes": accelerator.num_processes,
         "device": accelerator.device.type,
+        **parts.speed.params(),
         **{f"skipped_texts.{split}": n for split, n in splits.skipped.items()},
     }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -43,6 +43,9 @@ class Training:
     train_loader: DataLoader
     val_loader: DataLoader
     label_names: list[str]
+    # Clips the gradients to a norm (accelerator.clip_grad_norm_ when None); the embedding's
+    # row-aware clipping (emotion_lab.train.embedding_grad) goes here.
+    clip_grad_norm_: Callable[[Iterable[torch.Tensor], float], torch.Tensor] | None = None
     # Sees each epoch once it is checkpointed: a search trial reports to its study there, and
     # may stop (emotion_lab.search.trial).
     after_epoch: Callable[[TrainState], None] | None = None
@@ -232,6 +235,7 @@ def train_epoch(loop: Loop) -> dict[str, float]:
     loader = training.train_loader
     if state.batches_done:
         loader = accelerator.skip_first_batches(training.train_loader, state.batches_done)
+    clip_grad_norm_ = training.clip_grad_norm_ or accelerator.clip_grad_norm_
     meter = EpochMeter(accelerator, state)
     bar = tqdm(
         loader,
@@ -246,7 +250,7 @@ def train_epoch(loop: Loop) -> dict[str, float]:
             loss = model(**batch).loss
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

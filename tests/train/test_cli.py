@@ -10,8 +10,9 @@ from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from emotion_lab.config import DataConfig
+from emotion_lab.config import DataConfig, TrainerConfig
 from emotion_lab.data import load_splits
+from emotion_lab.train.speed import hardware_kind, resolve_speed
 from tests.conftest import EMOTION, SMALL_DATA, one_error_line, run_cli, tracking_uri
 
 # End-to-end runs of the CLI: minutes on two cores.
@@ -64,6 +65,11 @@ def test_sweep_logs_four_comparable_runs(sweep: Path):
         assert r.data.params["model.name_or_path"].endswith("tiny-gpt20")
         assert r.data.params["data.max_train_samples"] == "96"
         assert r.data.params["optimizer.betas"] == "[0.9, 0.999]"
+        # What trainer.*=auto chose on this machine's CPU kind (emotion_lab.train.speed).
+        kind = hardware_kind("cpu")
+        chosen = resolve_speed(TrainerConfig(), kind, num_processes=1).params()
+        assert {k: r.data.params[k] for k in chosen} == chosen
+        assert r.data.params["trainer.dropout_masks"] == "auto"
         for key in (
             "val_accuracy",
             "val_macro_f1",

@@ -86,6 +86,8 @@ def test_only_the_main_process_logs_and_writes(sweep: Path):
     assert len(jobs) == 2
     assert {r.info.status for r in jobs} == {"FINISHED"}
     assert {r.data.params["num_processes"] for r in jobs} == {"2"}
+    # DDP keeps its own gradient layout: no reused embedding buffer with two processes.
+    assert {r.data.params["speed.embedding_grad"] for r in jobs} == {"dense"}
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
     # Both ranks composed the same sweep dir; nothing else was created.
     (sweep_dir,) = (sweep / "outputs" / "multirun").iterdir()
