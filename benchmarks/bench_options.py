@@ -1,17 +1,21 @@
 """Each speed option of emotion_lab's training path measured on its own: the defaults, then
 one option flipped at a time. Every variant is a real CLI job in its own process, trained for
-two epochs: epoch 1 includes warm-up (and compilation), epoch 2 is the steady state.
+two epochs: epoch 1 includes warm-up (and compilation), epoch 2 is the steady state. With
+``--repeats N`` the variants run round-robin N times and each cell is the median (the range in
+brackets): on a machine whose speed drifts over minutes, one run of each cannot tell apart
+effects of a few percent.
 
     HF_HUB_CACHE=$PWD/../shared/hf-hub HF_HUB_OFFLINE=1 \\
-        python benchmarks/bench_options.py --data ../shared/data/emotion
+        python benchmarks/bench_options.py --data ../shared/data/emotion [--repeats 3]
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 
-from bench_train import arguments, cli_job
+from bench_train import arguments, cell, cli_job
 
 # Each variant flips one option from the defaults (CLI overrides).
 VARIANTS: dict[str, list[str]] = {
@@ -23,6 +27,10 @@ VARIANTS: dict[str, list[str]] = {
     "mega-batches of 50 batches": ["trainer.length_group_factor=50"],
     "foreach optimizer": ["optimizer.implementation=foreach"],
     "for-loop optimizer": ["optimizer.implementation=for_loop"],
+    "neither AMX option (torch's dropout masks, dense passes)": [
+        "trainer.dropout_masks=bernoulli",
+        "trainer.embedding_grad=reused",
+    ],
     "dropout masks from torch's bernoulli_": ["trainer.dropout_masks=bernoulli"],
     "dropout masks from 32-bit words": ["trainer.dropout_masks=bits32"],
     "dense embedding gradient": ["trainer.embedding_grad=dense"],
@@ -36,6 +44,7 @@ VARIANTS: dict[str, list[str]] = {
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0], eval_samples=500)
     parser.add_argument("--only", nargs="*", help="substrings of the variants to run")
+    parser.add_argument("--repeats", type=int, default=1, help="round-robin runs of each")
     args = parser.parse_args()
     base = [
         f"model.name_or_path={args.model}",
@@ -48,30 +57,38 @@ def main() -> None:
         "tracking.log_model=false",
         f"trainer.cpu={not args.gpu}",
     ]
-    rows = []
-    for name, overrides in VARIANTS.items():
-        if args.only and name != "defaults" and not any(s in name for s in args.only):
-            continue
-        (history,) = cli_job(args.data, base + overrides)[0]["jobs"]
-        train, evals = history["train_samples_per_s"], history["val_samples_per_s"]
-        loss, peak = history["epoch_train_loss"][1], history["peak_memory_mb"]
-        rows.append((name, train[0], train[1], evals[1], loss, peak))
-        print(f"{name}: {rows[-1][1:]}", file=sys.stderr, flush=True)
+    names = [
+        name
+        for name in VARIANTS
+        if not args.only or name == "defaults" or any(s in name for s in args.only)
+    ]
+    runs: dict[str, list[tuple[float, ...]]] = {name: [] for name in names}
+    for repeat in range(args.repeats):
+        for name in names:
+            (history,) = cli_job(args.data, base + VARIANTS[name])[0]["jobs"]
+            train, evals = history["train_samples_per_s"], history["val_samples_per_s"]
+            loss, peak = history["epoch_train_loss"][1], history["peak_memory_mb"]
+            runs[name].append((train[0], train[1], evals[1], loss, peak))
+            print(f"{repeat + 1}/{args.repeats} {name}: {runs[name][-1]}", file=sys.stderr)
     where = "GPU" if args.gpu else f"CPU ({os.cpu_count()} cores)"
     print(
         f"\n{args.model}, {args.samples} training texts x 2 epochs, {args.eval_samples} eval "
-        f"texts, batch {args.batch_size}, {where}\n"
+        f"texts, batch {args.batch_size}, {where}; medians of {args.repeats} round-robin runs\n"
     )
     print(
         "| variant | train samples/s, epoch 1 | train samples/s, epoch 2 | vs defaults "
         "| eval samples/s | epoch-2 train loss | peak memory MB |"
     )
     print("|---|---|---|---|---|---|---|")
-    ref = rows[0][2]
-    for name, t1, t2, ev, loss, peak in rows:
+    ref = statistics.median(r[1] for r in runs["defaults"])
+    for name, rows in runs.items():
+        t1, t2, ev, loss, peak = ([r[k] for r in rows] for k in range(5))
         flipped = " ".join(VARIANTS[name]) or "-"
-        print(f"| {name} (`{flipped}`) | {t1:.1f} | {t2:.1f} | {t2 / ref:.2f}x ", end="")
-        print(f"| {ev:.1f} | {loss:.4f} | {peak:.0f} |")
+        print(
+            f"| {name} (`{flipped}`) | {cell(t1, '.1f')} | {cell(t2, '.1f')} "
+            f"| {statistics.median(t2) / ref:.2f}x | {cell(ev, '.1f')} "
+            f"| {cell(loss, '.4f')} | {cell(peak, '.0f')} |"
+        )
 
 
 if __name__ == "__main__":

@@ -404,7 +404,7 @@ def cpu_kind() -> tuple[str, str]:
     return name or "unknown CPU", " ".join(shown) or "none of amx_bf16/avx512_bf16/avx512f/avx2"
 
 
-def _cell(values: list[float], fmt: str) -> str:
+def cell(values: list[float], fmt: str) -> str:
     med = statistics.median(values)
     if len(values) == 1:
         return format(med, fmt)
@@ -522,9 +522,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         roof = [100 * flop / r["train_s"] / peak for r in runs]
-        cells = [_cell([r[k] for r in runs], ".1f") for k in ("train", "eval", "process")]
-        cells += [_cell([r["overhead"] for r in runs], ".1f")]
-        cells += [_cell([r["peak_mb"] for r in runs], ".0f"), _cell(roof, ".0f") + "%"]
+        cells = [cell([r[k] for r in runs], ".1f") for k in ("train", "eval", "process")]
+        cells += [cell([r["overhead"] for r in runs], ".1f")]
+        cells += [cell([r["peak_mb"] for r in runs], ".0f"), cell(roof, ".0f") + "%"]
         print(f"| {name} | {' | '.join(cells)} |")
     print(f"| matmul peak | {ceiling:.1f} | | | | | 100% |")
 
