@@ -231,8 +231,8 @@ class TrainerConfig:
     compile: bool = False
     """torch.compile the model (dynamic shapes)."""
     dropout_masks: str = "auto"
-    """bernoulli (torch's), bits32 (the same masks drawn from 32-bit random words, 2x faster
-    on CPU) or auto (per CPU kind: emotion_lab/train/speed.py)."""
+    """bernoulli (torch's), bits32 (the same dropout, its masks drawn from 32-bit random words:
+    half the time on CPU) or auto (per CPU kind: emotion_lab/train/speed.py)."""
     embedding_grad: str = "auto"
     """One CPU process: dense (a fresh gradient each step), reused (one buffer), rows (one buffer,
     zeroed, clipped and norm-summed over the rows a step touched) or auto (per CPU kind)."""
