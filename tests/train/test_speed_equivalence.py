@@ -234,15 +234,23 @@ def test_row_aware_embedding_gradient_keeps_the_3_epoch_job_to_rounding(tmp_path
     assert rows["val_accuracy"] == pytest.approx(dense["val_accuracy"], abs=1 / 500 + 1e-9)
 
 
-@pytest.mark.parametrize("rows_only", [False, True], ids=["reused", "rows"])
-def test_reused_embedding_grad_equals_the_dense_one_and_reuses_its_buffer(rows_only, tweets):
-    texts, labels = tweets
+def _dense_and_reused(rows_only: bool) -> tuple:
+    """A tiny GPT-2 and its copy with the reused embedding gradient: (tokenizer, dense,
+    reused, its EmbeddingGrad)."""
     tok = load_tokenizer(TINY.tokenizer_name)
     torch.manual_seed(0)
     dense = build_model(TINY, Init.scratch, LABELS, tok).eval()
     reused = copy.deepcopy(dense)
     grad = reuse_embedding_grad(reused, rows_only=rows_only)
-    assert grad is not None and grad.rows_only == rows_only
+    assert grad is not None
+    return tok, dense, reused, grad
+
+
+@pytest.mark.parametrize("rows_only", [False, True], ids=["reused", "rows"])
+def test_reused_embedding_grad_equals_the_dense_one_and_reuses_its_buffer(rows_only, tweets):
+    texts, labels = tweets
+    tok, dense, reused, grad = _dense_and_reused(rows_only)
+    assert grad.rows_only == rows_only
     weight = reused.get_input_embeddings().weight
     pointers = set()
     # Each step has other texts than the last, so rows left over from a step would show.
@@ -271,12 +279,7 @@ def test_reused_embedding_grad_equals_the_dense_one_and_reuses_its_buffer(rows_o
 @pytest.mark.parametrize("max_norm", [0.05, 1e3], ids=["clipping", "under-the-norm"])
 def test_row_aware_clipping_equals_accelerates_over_the_dense_gradient(max_norm, tweets):
     texts, labels = tweets
-    tok = load_tokenizer(TINY.tokenizer_name)
-    torch.manual_seed(0)
-    dense = build_model(TINY, Init.scratch, LABELS, tok).eval()
-    rows = copy.deepcopy(dense)
-    grad = reuse_embedding_grad(rows, rows_only=True)
-    assert grad is not None
+    tok, dense, rows, grad = _dense_and_reused(rows_only=True)
     accelerator = Accelerator(cpu=True)
     batch = tok(texts[:16], padding=True, return_tensors="pt")
     norms = []
