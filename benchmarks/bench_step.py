@@ -19,7 +19,7 @@ import time
 
 import torch
 from bench_train import arguments
-from profile_step import prepared
+from profile_step import prepared, train_step
 
 from emotion_lab.config import TrainerConfig
 
@@ -51,7 +51,7 @@ def main() -> None:
                     module.p = p
         if batches is None:
             batches = list(loader)[: 3 + args.rounds]
-        setups[name] = (accelerator, model, optimizer, clip, trainer.max_grad_norm)
+        setups[name] = (accelerator, model, optimizer, clip)
     assert batches is not None
     times: dict[str, list[float]] = {name: [] for name in setups}
     order = list(setups)
@@ -59,12 +59,9 @@ def main() -> None:
         # Each round starts with the next setting: a step's place in the round costs the same
         # to all of them.
         for name in order[i % len(order) :] + order[: i % len(order)]:
-            accelerator, model, optimizer, clip, max_norm = setups[name]
+            accelerator, model, optimizer, clip = setups[name]
             start = time.perf_counter()
-            accelerator.backward(model(**batch).loss)
-            clip(model.parameters(), max_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(accelerator, model, optimizer, clip, batch)
             if i >= 3:
                 times[name].append(time.perf_counter() - start)
     precision = setups[next(iter(setups))][0].mixed_precision

@@ -395,11 +395,11 @@ def sweep(args: argparse.Namespace) -> str:
 
 def cpu_kind() -> tuple[str, str]:
     """The CPU's model name and the flags that decide matmul speed."""
+    from emotion_lab.train.speed import cpu_flags
+
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "")
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
-    )
+    flags = cpu_flags()
     shown = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
     return name or "unknown CPU", " ".join(shown) or "none of amx_bf16/avx512_bf16/avx512f/avx2"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from bench_train import arguments
-from profile_step import prepared, speed_arguments, trainer_config
+from profile_step import parse_with_speed, prepared
 
 
 class Probe:
@@ -50,9 +50,7 @@ def main() -> None:
     parser = arguments(__doc__.splitlines()[0], eval_samples=32)
     parser.add_argument("--steps", type=int, default=300, help="steps timed, from the first")
     parser.add_argument("--window", type=int, default=50, help="steps a row of the table")
-    speed_arguments(parser)
-    args = parser.parse_args()
-    trainer = trainer_config(args)
+    args, trainer = parse_with_speed(parser)
     accelerator, model, optimizer, loader, clip = prepared(args, trainer)
     precision = accelerator.mixed_precision
     probe = Probe()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterable
-from functools import partial
 
 import torch
 from accelerate import Accelerator
@@ -21,14 +19,9 @@ from torch.profiler import ProfilerActivity, profile
 from emotion_lab.config import DataConfig, Init, ModelConfig, OptimizerConfig, TrainerConfig
 from emotion_lab.data import load_splits, make_loaders, tokenize_splits
 from emotion_lab.modeling import build_model, load_tokenizer
-from emotion_lab.train.dropout import use_bits_dropout
-from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.job import resolve_precision
 from emotion_lab.train.optim import build_optimizer
-from emotion_lab.train.speed import hardware_kind, resolve_speed
-
-# Clips the gradients to a norm, as the training loop does.
-Clip = Callable[[Iterable[torch.Tensor], float], torch.Tensor]
+from emotion_lab.train.speed import Clip, apply_speed, clip_for, hardware_kind, resolve_speed
 
 MATMUL = (
     "aten::mm",
@@ -38,19 +31,33 @@ MATMUL = (
 )
 
 
-def speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training step's speed options, as the CLI's trainer.* keys take them."""
+def parse_with_speed(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, TrainerConfig]:
+    """Parse ``parser``'s options plus the training step's speed options (as the CLI's
+    trainer.* keys take them); returns the options and the trainer config they make."""
     parser.add_argument("--dropout-masks", default="auto", help="trainer.dropout_masks")
     parser.add_argument("--embedding-grad", default="auto", help="trainer.embedding_grad")
-
-
-def trainer_config(args: argparse.Namespace) -> TrainerConfig:
-    return TrainerConfig(
+    args = parser.parse_args()
+    trainer = TrainerConfig(
         cpu=True,
         batch_size=args.batch_size,
         dropout_masks=args.dropout_masks,
         embedding_grad=args.embedding_grad,
     )
+    return args, trainer
+
+
+def train_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    clip: Clip,
+    batch: dict,
+) -> None:
+    """One optimizer step, as the training loop takes it (clipped at the CLI's default norm)."""
+    accelerator.backward(model(**batch).loss)
+    clip(model.parameters(), TrainerConfig.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def prepared(
@@ -66,37 +73,25 @@ def prepared(
     model = build_model(model_cfg, Init.scratch, splits.label_names, tokenizer)
     speed = resolve_speed(trainer, hardware_kind("cpu"), 1)
     print(f"speed options: {speed.params()}")
-    if speed.dropout_masks == "bits32":
-        use_bits_dropout(model)
-    grad = None
-    if speed.embedding_grad != "dense":
-        grad = reuse_embedding_grad(model, rows_only=speed.embedding_grad == "rows")
+    grad = apply_speed(model, speed)
     optimizer = build_optimizer(model, OptimizerConfig(), 5e-5)
     loader, *_ = make_loaders(splits, tokenizer, trainer, data, 0)
     accelerator = Accelerator(mixed_precision=resolve_precision(trainer), cpu=True)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     model.train()
-    clip: Clip = accelerator.clip_grad_norm_
-    if grad is not None and grad.rows_only:
-        clip = partial(grad.clip_grad_norm_, accelerator)
-    return accelerator, model, optimizer, loader, clip
+    return accelerator, model, optimizer, loader, clip_for(accelerator, grad)
 
 
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0], eval_samples=32)
     parser.add_argument("--steps", type=int, default=8, help="profiled steps, after 3 warm-up")
-    speed_arguments(parser)
-    args = parser.parse_args()
-    trainer = trainer_config(args)
+    args, trainer = parse_with_speed(parser)
     accelerator, model, optimizer, loader, clip = prepared(args, trainer)
     precision = accelerator.mixed_precision
     batches = list(loader)[: 3 + args.steps]
 
     def step(batch: dict) -> None:
-        accelerator.backward(model(**batch).loss)
-        clip(model.parameters(), trainer.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(accelerator, model, optimizer, clip, batch)
 
     for batch in batches[:3]:
         step(batch)

@@ -17,7 +17,6 @@ import resource
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +57,19 @@ from emotion_lab.store.writer import (
     tracked_run,
 )
 from emotion_lab.train.checkpoint import Checkpointer
-from emotion_lab.train.dropout import use_bits_dropout
-from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.loop import Training, TrainState, best_epoch_record, fit, predict
 from emotion_lab.train.metrics import evaluate_logits
 from emotion_lab.train.mlflow_model import add_mlflow_model, example_input, log_logged_model
 from emotion_lab.train.optim import build_optimizer, build_scheduler
 from emotion_lab.train.predictions import predictions_frame
 from emotion_lab.train.records import job_records, log_records
-from emotion_lab.train.speed import SpeedChoices, hardware_kind, resolve_speed
+from emotion_lab.train.speed import (
+    SpeedChoices,
+    apply_speed,
+    clip_for,
+    hardware_kind,
+    resolve_speed,
+)
 from emotion_lab.train.system_metrics import follow_system_metrics
 from emotion_lab.train.timing import Stopwatch
 
@@ -268,11 +271,7 @@ def prepare(
     )
     kind = hardware_kind(accelerator.device.type)
     speed = resolve_speed(cfg.trainer, kind, accelerator.num_processes)
-    if speed.dropout_masks == "bits32":
-        use_bits_dropout(model)
-    embedding_grad = None
-    if speed.embedding_grad != "dense":
-        embedding_grad = reuse_embedding_grad(model, rows_only=speed.embedding_grad == "rows")
+    embedding_grad = apply_speed(model, speed)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr)
     pad_to = 8 if accelerator.device.type == "cuda" else None
     train_loader, val_loader, test_loader = make_loaders(
@@ -290,8 +289,7 @@ def prepare(
         # dynamic: batches have as many lengths as the texts, one graph serves them all.
         model = torch.compile(model, dynamic=True)
     training = Training(model, optimizer, scheduler, train_loader, val_loader, splits.label_names)
-    if embedding_grad is not None and embedding_grad.rows_only:
-        training.clip_grad_norm_ = partial(embedding_grad.clip_grad_norm_, accelerator)
+    training.clip_grad_norm_ = clip_for(accelerator, embedding_grad)
     watch.lap("model")
     return Prepared(accelerator, training, test_loader, splits, tokenizer, speed)
 

@@ -10,11 +10,21 @@ with. The job logs the kind and what ``auto`` chose (params ``speed.*``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
+import torch
+from accelerate import Accelerator
+from torch import nn
+
 from emotion_lab.config import TrainerConfig
+from emotion_lab.train.dropout import use_bits_dropout
+from emotion_lab.train.embedding_grad import EmbeddingGrad, reuse_embedding_grad
+
+# Clips the gradients to a norm, as the training loop does.
+Clip = Callable[[Iterable[torch.Tensor], float], torch.Tensor]
 
 AUTO = "auto"
 
@@ -74,3 +84,20 @@ def resolve_speed(cfg: TrainerConfig, kind: str, num_processes: int) -> SpeedCho
     if not on_cpu or num_processes > 1 or cfg.compile:
         grad = "dense"
     return SpeedChoices(kind, dropout, grad)
+
+
+def apply_speed(model: nn.Module, choices: SpeedChoices) -> EmbeddingGrad | None:
+    """Switch ``model`` (before Accelerate prepares it) to the chosen options; returns its
+    reused embedding gradient, if any."""
+    if choices.dropout_masks == "bits32":
+        use_bits_dropout(model)
+    if choices.embedding_grad == "dense":
+        return None
+    return reuse_embedding_grad(model, rows_only=choices.embedding_grad == "rows")
+
+
+def clip_for(accelerator: Accelerator, grad: EmbeddingGrad | None) -> Clip:
+    """The loop's gradient clipping: row-aware with ``rows``, else Accelerate's own."""
+    if grad is not None and grad.rows_only:
+        return partial(grad.clip_grad_norm_, accelerator)
+    return accelerator.clip_grad_norm_
