@@ -9,6 +9,9 @@ would otherwise "succeed" with nothing to show), so they open it with ``open_for
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +72,8 @@ def open_for_writing(cfg: TrackingConfig) -> str:
     server.prepare(uri)
     try:
         with store_lock(uri):
+            if db is not None and not db.exists():
+                _copy_empty_store(db)
             client = MlflowClient(uri)
             experiment = client.get_experiment_by_name(cfg.experiment)
             if experiment is not None:
@@ -83,6 +88,49 @@ def open_for_writing(cfg: TrackingConfig) -> str:
         raise TrackingError(
             f"tracking.uri={cfg.uri}: cannot open the MLflow store: {one_line(e)}"
         ) from e
+
+
+def _empty_store() -> Path | None:
+    """An sqlite store with MLflow's schema and nothing in it, made once per MLflow version in
+    the user's cache (None where it cannot be made there).
+
+    A new store otherwise runs every one of MLflow's schema migrations, 1.5 s of a tiny job's 9
+    on a 2-core Xeon (docs/benchmarks.md, "Overhead"): paid by every job that starts in a new
+    folder, and by every test. The template holds only the migrated tables: MLflow adds its Default
+    experiment, with its artifact location, when it opens the copy.
+    """
+    # Imported here: the migrations' modules are needed only to make the template.
+    import sqlalchemy
+    from mlflow.store.db import utils as db_utils
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emotion_lab"
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.is_file():
+        return template
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            part = Path(tmp) / template.name
+            engine = sqlalchemy.create_engine(SQLITE + str(part))
+            try:
+                db_utils._initialize_tables(engine)
+            finally:
+                engine.dispose()
+            os.replace(part, template)  # atomic: a concurrent maker writes the same tables
+    except Exception:  # any failure: MLflow creates the store itself, and reports its own errors
+        return None
+    return template
+
+
+def _copy_empty_store(db: Path) -> None:
+    """Start a new sqlite store as a copy of the empty template (caller holds the store lock);
+    without one, MLflow creates the store itself when the client first opens it."""
+    template = _empty_store()
+    if template is None:
+        return
+    part = db.with_name(f".{db.name}.{os.getpid()}.part")
+    shutil.copyfile(template, part)
+    os.replace(part, db)
 
 
 def open_client(uri: str) -> MlflowClient:
