@@ -336,8 +336,9 @@ def test_and_log(
     }
     metrics.pop(names.BEST_PREFIX + "val_samples_per_s", None)
     logger.metrics(metrics, step=state.step)
-    logger.text(test.report(), names.REPORT_TXT_ARTIFACT)
-    logger.dict(test.report(output_dict=True), names.REPORT_JSON_ARTIFACT)
+    report_text, report_dict = test.report()
+    logger.text(report_text, names.REPORT_TXT_ARTIFACT)
+    logger.dict(report_dict, names.REPORT_JSON_ARTIFACT)
     if accelerator.is_main_process:
         # Imported here: the figure libraries are not held in memory through training.
         import matplotlib.pyplot as plt

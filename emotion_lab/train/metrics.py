@@ -1,9 +1,7 @@
 """Classification metrics computed over the whole evaluated set (never averaged per batch).
 
-Validation runs every epoch and needs loss, accuracy and macro-F1 only: they come from the
-confusion matrix, in numpy (``emotion_lab.confusion``). The per-class report is asked for once,
-at test time, so scikit-learn is imported then and not held in memory through training
-(docs/benchmarks.md).
+Validation every epoch, and the test split's per-class report, come from the confusion matrix
+in numpy (``emotion_lab.confusion``): a job never imports scikit-learn (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emotion_lab.confusion import accuracy, confusion, macro_f1
+from emotion_lab.confusion import accuracy, classification_report, confusion, macro_f1
 
 
 @dataclass
@@ -34,19 +32,10 @@ class EvalResult:
             f"{prefix}_macro_f1": self.macro_f1,
         }
 
-    def report(self, output_dict: bool = False) -> str | dict:
-        """scikit-learn's per-class precision, recall and F1 (text, or a dict)."""
-        from sklearn.metrics import classification_report
-
-        return classification_report(
-            self.true,
-            self.pred,
-            labels=list(range(len(self.label_names))),
-            target_names=self.label_names,
-            digits=4,
-            output_dict=output_dict,
-            zero_division=0,
-        )
+    def report(self) -> tuple[str, dict]:
+        """Per-class precision, recall and F1 as scikit-learn's ``classification_report`` gives
+        them: its text, and its dict."""
+        return classification_report(self.confusion, self.label_names)
 
 
 def evaluate_logits(

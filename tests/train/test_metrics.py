@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from emotion_lab.train.metrics import evaluate_logits
@@ -29,7 +30,7 @@ def test_macro_f1_weights_classes_equally():
     # F1(common) = 2*0.8*1/(1.8) = 0.888..., F1(rare) = 0
     assert np.isclose(result.macro_f1, (2 * 0.8 / 1.8) / 2)
     assert result.confusion.tolist() == [[4, 0], [1, 0]]
-    assert "rare" in result.report()
+    assert "rare" in result.report()[0]
 
 
 def test_absent_class_still_in_confusion_matrix():
@@ -52,4 +53,24 @@ def test_macro_f1_is_scikit_learns_on_many_labelings():
                 true, pred, labels=list(range(classes)), average="macro", zero_division=0
             )
             assert np.isclose(result.macro_f1, expected, rtol=0, atol=1e-12)
-            assert result.report(output_dict=True)["macro avg"]["f1-score"] == expected
+            assert result.report()[1]["macro avg"]["f1-score"] == expected
+
+
+@pytest.mark.parametrize("names", [["a", "b", "c"], ["sadness", "joy", "a much longer name"]])
+def test_the_report_is_scikit_learns_text_and_dict(names):
+    """Classes never predicted, or absent from the labels, included (zero_division=0)."""
+    from sklearn.metrics import classification_report
+
+    rng = np.random.default_rng(1)
+    k = len(names)
+    for n in (1, 4, 50, 500):
+        true = rng.integers(0, k, n)
+        pred = np.where(rng.random(n) < 0.6, true, rng.integers(0, k - 1, n))
+        logits = torch.nn.functional.one_hot(torch.tensor(pred), k).float()
+        text, as_dict = evaluate_logits(logits, torch.tensor(true), names).report()
+        kwargs = {"labels": list(range(k)), "target_names": names, "digits": 4}
+        assert text == classification_report(true, pred, zero_division=0, **kwargs)
+        expected = classification_report(true, pred, zero_division=0, output_dict=True, **kwargs)
+        assert as_dict.keys() == expected.keys()
+        for key, value in expected.items():
+            assert as_dict[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
