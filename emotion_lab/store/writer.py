@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import mlflow
 from mlflow.entities import DatasetInput, Metric, Run, RunStatus, RunTag
@@ -36,9 +36,6 @@ from emotion_lab.storage import write_text_atomically
 from emotion_lab.store import names, server
 from emotion_lab.store.connection import store_lock
 from emotion_lab.store.reader import search_all
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +132,10 @@ class RunLogger:
         if self.run_id:
             self._deliver(partial(mlflow.log_dict, redact_tree(data), path, run_id=self.run_id))
 
-    def figure(self, fig: Figure, path: str) -> None:
-        if self._client:
-            self._deliver(partial(self._client.log_figure, self.run_id, fig, path))
+    def file(self, local_path: str | Path) -> None:
+        """A file already written (a figure saved once, not rendered again), at the root."""
+        if self.run_id:
+            self._deliver(partial(mlflow.log_artifact, str(local_path), run_id=self.run_id))
 
     def directory(self, local_dir: str | Path, path: str) -> None:
         if self.run_id:

@@ -352,9 +352,10 @@ def test_and_log(
             f"macro-F1 {test.macro_f1:.3f} (epoch {state.best_epoch})",
         )
         job.output_dir.mkdir(parents=True, exist_ok=True)
-        fig.savefig(job.output_dir / names.CONFUSION_ARTIFACT, dpi=120)
-        logger.figure(fig, names.CONFUSION_ARTIFACT)
+        figure = job.output_dir / names.CONFUSION_ARTIFACT
+        fig.savefig(figure, dpi=120)
         plt.close(fig)
+        logger.file(figure)
         with tempfile.TemporaryDirectory() as tmp:
             test_rows = predictions_frame(
                 test_logits, test_labels, splits.test_rows, splits.test_texts, label_names
