@@ -78,6 +78,9 @@ class OptimizerConfig:
     """SGD with Nesterov momentum."""
     implementation: str = "fused"
     """fused (one kernel per update, fastest: docs/benchmarks.md), foreach or for_loop."""
+    lazy_embedding: bool = False
+    """Adam/AdamW: update only the input-embedding rows a step touched (LazyAdam). Changes the
+    method: untouched rows keep their moments and skip decay. Needs trainer.embedding_grad=rows."""
 
     def __post_init__(self) -> None:
         names = ("adamw", "adam", "sgd")
@@ -90,6 +93,12 @@ class OptimizerConfig:
             f"one of {impls}",
         )
         _require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, ">= 0")
+        _require(
+            not self.lazy_embedding or self.name != "sgd",
+            "optimizer.lazy_embedding",
+            self.lazy_embedding,
+            "false with optimizer=sgd (the lazy update is Adam's and AdamW's)",
+        )
         _require(
             len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
             "optimizer.betas",
@@ -374,6 +383,14 @@ class Config:
             self.objective,
             f"null or {best!r} (the best epoch's trainer.monitor; to optimise another "
             "validation metric, set trainer.monitor to it)",
+        )
+        _require(
+            not self.optimizer.lazy_embedding
+            or (self.trainer.embedding_grad in ("auto", "rows") and not self.trainer.compile),
+            "optimizer.lazy_embedding",
+            self.optimizer.lazy_embedding,
+            "false unless trainer.embedding_grad is auto or rows and trainer.compile=false "
+            "(the lazy update reads the rows that buffer records)",
         )
 
 

@@ -64,6 +64,10 @@ class EmbeddingGrad:
         self._touched = [rows]
         weight.grad = self._buffer[0].index_add_(0, rows, grad._values().to(weight.dtype))
 
+    def rows(self) -> torch.Tensor:
+        """The rows the gradient may hold nonzero: the tokens of the step's batches, sorted."""
+        return torch.cat(self._touched).unique()
+
     def clip_grad_norm_(
         self, accelerator: Accelerator, parameters: Iterable[torch.Tensor], max_norm: float
     ) -> torch.Tensor:
@@ -75,7 +79,7 @@ class EmbeddingGrad:
         if whole is None or not self.rows_only:
             return accelerator.clip_grad_norm_(params, max_norm)
         accelerator.unscale_gradients()
-        rows = torch.cat(self._touched).unique()
+        rows = self.rows()
         live = whole.index_select(0, rows)
         grads = [live if p is self.weight else p.grad for p in params if p.grad is not None]
         total = torch.nn.utils.get_total_norm(grads)

@@ -270,9 +270,11 @@ def prepare(
         cfg.model, cfg.init, splits.label_names, tokenizer, cfg.model.attn_implementation
     )
     kind = hardware_kind(accelerator.device.type)
-    speed = resolve_speed(cfg.trainer, kind, accelerator.num_processes)
+    speed = resolve_speed(
+        cfg.trainer, kind, accelerator.num_processes, cfg.optimizer.lazy_embedding
+    )
     embedding_grad = apply_speed(model, speed)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, embedding_grad)
     pad_to = 8 if accelerator.device.type == "cuda" else None
     train_loader, val_loader, test_loader = make_loaders(
         splits, tokenizer, cfg.trainer, cfg.data, cfg.seed, pad_to_multiple_of=pad_to

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from emotion_lab.config import TrainerConfig
+from emotion_lab.errors import ConfigError
 from emotion_lab.train.dropout import use_bits_dropout
 from emotion_lab.train.embedding_grad import EmbeddingGrad, reuse_embedding_grad
 
@@ -70,12 +71,16 @@ class SpeedChoices:
         return {f"speed.{k}": v for k, v in asdict(self).items()}
 
 
-def resolve_speed(cfg: TrainerConfig, kind: str, num_processes: int) -> SpeedChoices:
+def resolve_speed(
+    cfg: TrainerConfig, kind: str, num_processes: int, lazy_embedding: bool = False
+) -> SpeedChoices:
     """``auto`` from the table above for this ``hardware_kind``; then what the device allows.
     The embedding-gradient buffer is for one CPU process without torch.compile (see
     embedding_grad.py), and the dropout masks for the eager CPU step: elsewhere both are
-    torch's own."""
+    torch's own. ``optimizer.lazy_embedding`` needs the rows the buffer records."""
     picked = FALLBACK | AUTO_CHOICES.get(kind, {})
+    if lazy_embedding:
+        picked = picked | {"embedding_grad": "rows"}
     dropout = picked["dropout_masks"] if cfg.dropout_masks == AUTO else cfg.dropout_masks
     grad = picked["embedding_grad"] if cfg.embedding_grad == AUTO else cfg.embedding_grad
     on_cpu = kind.startswith("cpu")
@@ -83,6 +88,12 @@ def resolve_speed(cfg: TrainerConfig, kind: str, num_processes: int) -> SpeedCho
         dropout = "bernoulli"
     if not on_cpu or num_processes > 1 or cfg.compile:
         grad = "dense"
+    if lazy_embedding and grad != "rows":
+        raise ConfigError(
+            "optimizer.lazy_embedding=true updates the embedding rows a step touched, which "
+            "only trainer.embedding_grad=rows records (one CPU process, trainer.compile=false): "
+            "set those, or optimizer.lazy_embedding=false."
+        )
     return SpeedChoices(kind, dropout, grad)
 
 

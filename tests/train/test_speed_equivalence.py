@@ -16,8 +16,7 @@ import torch
 from accelerate import Accelerator
 from mlflow.tracking import MlflowClient
 
-from emotion_lab.config import DataConfig, Init, ModelConfig, OptimizerConfig
-from emotion_lab.data import load_raw
+from emotion_lab.config import Init, ModelConfig, OptimizerConfig
 from emotion_lab.modeling import build_config, build_model, load_tokenizer
 from emotion_lab.train.embedding_grad import reuse_embedding_grad
 from emotion_lab.train.optim import build_optimizer
@@ -26,12 +25,6 @@ from tests.conftest import EMOTION, SMALL_DATA, run_cli, sweep_runs, tracking_ur
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 TINY = ModelConfig(config_overrides={"n_layer": 2, "n_head": 2, "n_embd": 32})
 MINILM = ModelConfig(name_or_path="sentence-transformers/all-MiniLM-L6-v2")
-
-
-@pytest.fixture(scope="module")
-def tweets() -> tuple[list[str], torch.Tensor]:
-    test = load_raw(DataConfig(path=str(EMOTION)))["test"].select(range(48))
-    return list(test["text"]), torch.tensor(test["label"])
 
 
 def _sdpa_and_eager(cfg: ModelConfig, init: Init) -> tuple[torch.nn.Module, torch.nn.Module]:
