@@ -16,39 +16,69 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 from bench_train import arguments
 from profile_step import prepared, train_step
 
-from emotion_lab.config import TrainerConfig
+from emotion_lab.config import OptimizerConfig, TrainerConfig
 
-# name: (trainer.dropout_masks, trainer.embedding_grad, dropout probability or None for the
-# model's own). The last one changes the method: it shows what dropout costs at all.
-SETTINGS: dict[str, tuple[str, str, float | None]] = {
-    "torch's dropout masks, dense passes (bernoulli, reused)": ("bernoulli", "reused", None),
-    "32-bit-word dropout masks (bits32, reused)": ("bits32", "reused", None),
-    "touched embedding rows (bernoulli, rows)": ("bernoulli", "rows", None),
-    "both (bits32, rows)": ("bits32", "rows", None),
-    "both, and no dropout at all (changes the method)": ("bits32", "rows", 0.0),
+
+@dataclass(frozen=True)
+class Setting:
+    """trainer.dropout_masks and trainer.embedding_grad; the rest changes the method."""
+
+    masks: str
+    grad: str
+    dropout: float | None = None  # every dropout probability; None: the model's own
+    lazy_embedding: bool = False  # optimizer.lazy_embedding
+    bf16_weights: bool = False  # weights and optimizer state in bf16: nothing for autocast to copy
+
+
+SETTINGS: dict[str, Setting] = {
+    "torch's dropout masks, dense passes (bernoulli, reused)": Setting("bernoulli", "reused"),
+    "32-bit-word dropout masks (bits32, reused)": Setting("bits32", "reused"),
+    "touched embedding rows (bernoulli, rows)": Setting("bernoulli", "rows"),
+    "both (bits32, rows)": Setting("bits32", "rows"),
+    "both, and no dropout at all (changes the method)": Setting("bits32", "rows", dropout=0.0),
+    "both, and lazy AdamW on the embedding (changes the method)": Setting(
+        "bits32", "rows", lazy_embedding=True
+    ),
+    "both, and bf16 weights and optimizer state (changes the method)": Setting(
+        "bits32", "rows", bf16_weights=True
+    ),
+    "both, lazy AdamW and bf16 weights (changes the method)": Setting(
+        "bits32", "rows", lazy_embedding=True, bf16_weights=True
+    ),
 }
 
 
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0], eval_samples=32)
     parser.add_argument("--rounds", type=int, default=30, help="steps of each, after 3 warm-up")
+    parser.add_argument("--only", nargs="*", help="substrings of the settings after the first")
     args = parser.parse_args()
+    first = next(iter(SETTINGS))
+    chosen = [n for n in SETTINGS if not args.only or n == first or any(s in n for s in args.only)]
     setups, batches = {}, None
-    for name, (masks, grad, p) in SETTINGS.items():
+    for name in chosen:
+        setting = SETTINGS[name]
         trainer = TrainerConfig(
-            cpu=True, batch_size=args.batch_size, dropout_masks=masks, embedding_grad=grad
+            cpu=True,
+            batch_size=args.batch_size,
+            dropout_masks=setting.masks,
+            embedding_grad=setting.grad,
         )
-        accelerator, model, optimizer, loader, clip = prepared(args, trainer)
-        if p is not None:
+        optim = OptimizerConfig(lazy_embedding=setting.lazy_embedding)
+        accelerator, model, optimizer, loader, clip = prepared(
+            args, trainer, optim, setting.bf16_weights
+        )
+        if setting.dropout is not None:
             # Every dropout module, attention's too (SDPA reads its p).
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
-                    module.p = p
+                    module.p = setting.dropout
         if batches is None:
             batches = list(loader)[: 3 + args.rounds]
         setups[name] = (accelerator, model, optimizer, clip)

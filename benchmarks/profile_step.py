@@ -61,20 +61,28 @@ def train_step(
 
 
 def prepared(
-    args: argparse.Namespace, trainer: TrainerConfig
+    args: argparse.Namespace,
+    trainer: TrainerConfig,
+    optim: OptimizerConfig | None = None,
+    bf16_weights: bool = False,
 ) -> tuple[Accelerator, torch.nn.Module, torch.optim.Optimizer, torch.utils.data.DataLoader, Clip]:
     """The CLI's own model (from scratch), speed options, optimizer, training loader, precision
-    and gradient clipping, prepared by Accelerate on the CPU and in training mode."""
+    and gradient clipping, prepared by Accelerate on the CPU and in training mode.
+    ``bf16_weights`` changes the method: the weights, gradients and optimizer state in bf16
+    (no fp32 master weights), so autocast has no weight left to copy."""
+    optim = optim or OptimizerConfig()
     model_cfg = ModelConfig(name_or_path=args.model)
     tokenizer = load_tokenizer(model_cfg.tokenizer_name)
     data = DataConfig(path=args.data, max_train_samples=args.samples, max_eval_samples=32)
     splits = tokenize_splits(load_splits(data), tokenizer, model_cfg.max_length)
     torch.manual_seed(0)
     model = build_model(model_cfg, Init.scratch, splits.label_names, tokenizer)
-    speed = resolve_speed(trainer, hardware_kind("cpu"), 1)
+    if bf16_weights:
+        model.to(torch.bfloat16)
+    speed = resolve_speed(trainer, hardware_kind("cpu"), 1, optim.lazy_embedding)
     print(f"speed options: {speed.params()}")
     grad = apply_speed(model, speed)
-    optimizer = build_optimizer(model, OptimizerConfig(), 5e-5)
+    optimizer = build_optimizer(model, optim, 5e-5, grad)
     loader, *_ = make_loaders(splits, tokenizer, trainer, data, 0)
     accelerator = Accelerator(mixed_precision=resolve_precision(trainer), cpu=True)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
