@@ -24,6 +24,8 @@ tiny job (the `<phase>_seconds` metrics every job logs).
     HF_HUB_CACHE=$PWD/../shared/hf-hub HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \\
         python benchmarks/bench_train.py --data ../shared/data/emotion        # CPU
     python benchmarks/bench_train.py --data dair-ai/emotion --gpu --samples 16000   # on a GPU
+
+``--cli KEY=VALUE ...`` adds CLI overrides to (c) alone, e.g. a change to the method.
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ def _cli_overrides(args: argparse.Namespace) -> list[str]:
         "trainer.eval_batch_size=128",
         "tracking.log_model=false",
         f"trainer.cpu={not args.gpu}",
+        *args.cli,
     ]
 
 
@@ -473,6 +476,12 @@ def main() -> None:
         action="store_true",
         help="leave out (a), which takes about 50 min for a full-size epoch on 2 CPU cores",
     )
+    parser.add_argument(
+        "--cli",
+        nargs="*",
+        default=[],
+        help="more overrides for (c), e.g. optimizer.lazy_embedding=true (a change to the method)",
+    )
     parser.add_argument("--variant", choices=["a_notebook", "b_trainer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -510,7 +519,8 @@ def main() -> None:
         f"batch {args.batch_size}, {args.epochs} epoch(s); {args.eval_samples} validation and "
         f"{args.eval_samples} test texts; medians of {args.repeats} alternating runs "
         "(range in brackets)\n"
-        f"Matmul peak in {precision}: {peak / 1e9:.0f} GFLOP/s (measured before and after: "
+        + (f"(c) also with: {' '.join(args.cli)}\n" if args.cli else "")
+        + f"Matmul peak in {precision}: {peak / 1e9:.0f} GFLOP/s (measured before and after: "
         f"{' and '.join(f'{p / 1e9:.0f}' for p in peaks)}). Training work: 6 x {params / 1e6:.1f}M "
         f"non-embedding parameters x {tokens} real tokens = {flop / 1e12:.2f} TFLOP; "
         f"at the peak: {ceiling:.1f} samples/s.\n"
