@@ -36,7 +36,8 @@ def macro_f1(conf: np.ndarray) -> np.ndarray:
 def classification_report(conf: np.ndarray, names: list[str], digits: int = 4) -> tuple[str, dict]:
     """scikit-learn's ``classification_report`` of one confusion matrix (labels = every class,
     ``zero_division=0``), as text and as its dict: the same numbers and layout, without
-    importing scikit-learn (about a second at the end of every job, docs/benchmarks.md)."""
+    importing scikit-learn at the end of every job (docs/benchmarks.md, "What the three cuts
+    took off")."""
     tp = np.diagonal(conf).astype(float)
     support, predicted = conf.sum(axis=1), conf.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

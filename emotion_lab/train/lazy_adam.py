@@ -1,12 +1,12 @@
 """Adam/AdamW with a lazy update of the input embedding: only the rows a step's batches touched.
 
 This changes the method, so it is never a default (``optimizer.lazy_embedding``; measured in
-docs/benchmarks.md, "What would reach the goals"). AdamW moves every row on every step: a row
-whose gradient is zero still has its moments decay, still steps along its momentum, and its
-weight still decays. The lazy update (TensorFlow Addons' LazyAdam, torch's SparseAdam) leaves a
-row untouched until a batch uses its token again. The touched rows are updated as AdamW updates
-them: the same kernel, and the same step count for the bias correction. A row touched on every
-step therefore ends exactly where AdamW puts it.
+docs/benchmarks.md, "Changes to the method that would reach the goals"). AdamW moves every
+row on every step: a row whose gradient is zero still has its moments decay, still steps along
+its momentum, and its weight still decays. The lazy update (TensorFlow Addons' LazyAdam,
+torch's SparseAdam) leaves a row untouched until a batch uses its token again. The touched
+rows are updated as AdamW updates them: the same kernel, and the same step count for the bias
+correction. A row touched on every step therefore ends exactly where AdamW puts it.
 
 It pays where the embedding is most of the model: distilgpt2's 38.6M embedding parameters are
 almost half of its 81M, so the optimizer's dense pass over memory shrinks by about half. Which
