@@ -6,7 +6,7 @@ row on every step: a row whose gradient is zero still has its moments decay, sti
 its momentum, and its weight still decays. The lazy update (TensorFlow Addons' LazyAdam,
 torch's SparseAdam) leaves a row untouched until a batch uses its token again. The touched
 rows are updated as AdamW updates them: the same kernel, and the same step count for the bias
-correction. A row touched on every step therefore ends exactly where AdamW puts it.
+correction. Given the same gradients, a row touched on every step takes exactly AdamW's steps.
 
 It pays where the embedding is most of the model: distilgpt2's 38.6M embedding parameters are
 almost half of its 81M, so the optimizer's dense pass over memory shrinks by about half. Which
