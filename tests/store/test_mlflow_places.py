@@ -37,7 +37,8 @@ ARGS = [
     "trainer.epochs=1",
     "trainer.batch_size=16",
     "trainer.mixed_precision=no",
-    "tracking.system_metrics_interval_s=1",
+    # A tiny job runs for about a second once its sampler starts: several samples a job.
+    "tracking.system_metrics_interval_s=0.2",
 ]
 TEXTS = ["i feel so lucky to have such wonderful friends", "i am furious about this", "meh"]
 
