@@ -51,12 +51,12 @@ def classification_report(conf: np.ndarray, names: list[str], digits: int = 4) -
         "weighted avg": [float(np.average(v, weights=support)) for v in (precision, recall, f1)],
     }
     # Micro precision, recall and F1 are all the accuracy when every class is a label.
-    micro_f1 = 2 * float(tp.sum()) / (2 * n)
+    accuracy = float(tp.sum() / n)
     headers = ["precision", "recall", "f1-score", "support"]
     as_dict: dict = {
         name: dict(zip(headers, map(float, scores), strict=True)) for name, *scores in rows
     }
-    as_dict["accuracy"] = float(tp.sum() / n)
+    as_dict["accuracy"] = accuracy
     for heading, scores in averages.items():
         as_dict[heading] = dict(zip(headers, [*scores, float(n)], strict=True))
 
@@ -65,7 +65,7 @@ def classification_report(conf: np.ndarray, names: list[str], digits: int = 4) -
     text = ("{:>{width}s} " + " {:>9}" * 4).format("", *headers, width=width) + "\n\n"
     text += "".join(row.format(*r, width=width, digits=digits) for r in rows) + "\n"
     accuracy_row = "{:>{width}s} " + " {:>9.{digits}}" * 2 + " {:>9.{digits}f} {:>9}\n"
-    text += accuracy_row.format("accuracy", "", "", micro_f1, n, width=width, digits=digits)
+    text += accuracy_row.format("accuracy", "", "", accuracy, n, width=width, digits=digits)
     for heading, scores in averages.items():
         text += row.format(heading, *scores, n, width=width, digits=digits)
     return text, as_dict

@@ -73,10 +73,10 @@ class EmbeddingGrad:
     ) -> torch.Tensor:
         """``accelerator.clip_grad_norm_`` (the 2-norm over all gradients, each scaled by
         ``min(1, max_norm / (norm + 1e-6))``), reading and scaling only the embedding's touched
-        rows."""
+        rows (every row but those stays zero, with ``rows`` or ``reused``)."""
         params = list(parameters)
         whole = self.weight.grad
-        if whole is None or not self.rows_only:
+        if whole is None:
             return accelerator.clip_grad_norm_(params, max_norm)
         accelerator.unscale_gradients()
         rows = self.rows()

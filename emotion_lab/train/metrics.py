@@ -21,8 +21,6 @@ class EvalResult:
     macro_f1: float
     n: int
     confusion: np.ndarray  # rows: true class, columns: predicted class
-    true: np.ndarray
-    pred: np.ndarray
     label_names: list[str]
 
     def scalars(self, prefix: str) -> dict[str, float]:
@@ -52,7 +50,5 @@ def evaluate_logits(
         macro_f1=float(macro_f1(matrix)),
         n=len(true),
         confusion=matrix,
-        true=true,
-        pred=pred,
         label_names=label_names,
     )

@@ -23,7 +23,7 @@ LAZY = OptimizerConfig(lazy_embedding=True)
 
 
 def _step(model, opt, tok, texts, labels) -> torch.Tensor:
-    """One clipped-free optimizer step on ``texts``; returns the token ids it touched."""
+    """One unclipped optimizer step on ``texts``; returns the token ids it touched."""
     batch = tok(texts, padding=True, return_tensors="pt")
     model(**batch, labels=labels).loss.backward()
     opt.step()
